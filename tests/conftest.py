@@ -4,12 +4,13 @@ The asyncio reactor must be installed before anything imports ``twisted.internet
 (pytest-twisted then accepts it; see ``--reactor=asyncio`` in pyproject.toml).
 """
 
-from twisted.internet import asyncioreactor
+import contextlib
 
-try:
-    asyncioreactor.install()
-except Exception:  # noqa: BLE001 - already installed by pytest-twisted in this process
-    pass
+from twisted.internet import asyncioreactor
+from twisted.internet.error import ReactorAlreadyInstalledError
+
+with contextlib.suppress(ReactorAlreadyInstalledError):
+    asyncioreactor.install()  # type: ignore[no-untyped-call]
 
 import json
 from pathlib import Path

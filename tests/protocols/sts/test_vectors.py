@@ -82,7 +82,9 @@ def fields_of(v: dict[str, Any]) -> TokenFields:
         return ClearTamperCondition(tid=v["tid"], rnd=v["rnd"], pad=int(v["pad_hex"], 16))
     if sub == 6:
         assert decode_transfer_amount(int(v["mppul_field_hex"], 16)) == v["mppul_watts"]
-        return SetMaximumPhasePowerUnbalanceLimit(tid=v["tid"], rnd=v["rnd"], watts=v["mppul_watts"])
+        return SetMaximumPhasePowerUnbalanceLimit(
+            tid=v["tid"], rnd=v["rnd"], watts=v["mppul_watts"]
+        )
     if sub == 3:
         return Set1stSectionDecoderKey(
             ken_high=v["kenho"],
@@ -174,9 +176,10 @@ NEW_KEY = [v for v in VECTORS if "new_key_generation_inputs" in v]
 @pytest.mark.parametrize("v", NEW_KEY, ids=_ids(NEW_KEY))
 def test_key_change_vector_carries_the_derived_new_key(v: dict[str, Any]) -> None:
     spec = v["new_key_generation_inputs"]
-    new_key = derive_decoder_key(VendingKey.from_hex(spec["vending_key_hex"]), key_inputs(
-        {**spec, "encryption_algorithm": v["encryption_algorithm"]}
-    ))
+    new_key = derive_decoder_key(
+        VendingKey.from_hex(spec["vending_key_hex"]),
+        key_inputs({**spec, "encryption_algorithm": v["encryption_algorithm"]}),
+    )
     assert new_key == DecoderKey.from_hex(v["new_decoder_key_hex"])
     material = new_key.material.hex().upper()
     section = fields_of(v)

@@ -1,0 +1,1 @@
+"""The head-end: vending, command queue, ingest and the operator interface (and the ``amr`` CLI)."""
