@@ -47,6 +47,7 @@ from .tokens import (
     ClearTamperCondition,
     CreditType,
     KeyChangeSection,
+    ManagementToken,
     MeterTestToken,
     Set1stSectionDecoderKey,
     Set2ndSectionDecoderKey,
@@ -258,9 +259,9 @@ class MeterDecoder:
 
     # -- tokens with a TID -------------------------------------------------------------------
 
-    def _tid_token(self, fields: TokenFields) -> TokenOutcome:
+    def _tid_token(self, fields: TransferCredit | ManagementToken) -> TokenOutcome:
         state = self.state
-        tid: int = fields.tid  # type: ignore[union-attr]
+        tid = fields.tid
         if (tid >> 16) > state.ken:
             return TokenOutcome(TokenResult.KEY_EXPIRED, fields, "token is past the key's expiry")
         index = bisect.bisect_left(state.tid_memory, tid)

@@ -28,6 +28,7 @@ The new-key sections of key change tokens are key material and are left out of `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import ClassVar
@@ -397,8 +398,8 @@ KeyChangeSection = (
 )
 TokenFields = TransferCredit | MeterTestToken | ManagementToken | KeyChangeSection
 
-_MANAGEMENT_BY_SUBCLASS: dict[int, type[_Management]] = {
-    cls.subclass: cls
+_MANAGEMENT_BY_SUBCLASS: dict[int, Callable[[int, int, int], ManagementToken]] = {
+    cls.subclass: cls.from_payload
     for cls in (
         SetMaximumPowerLimit,
         ClearCredit,
@@ -505,5 +506,5 @@ def parse_block(token_class: int, block: int) -> TokenFields:
         management = _MANAGEMENT_BY_SUBCLASS.get(subclass)
         if management is None:
             raise UnsupportedTokenError(f"class 2 subclass {subclass} is reserved or proprietary")
-        return management.from_payload(tid, nibble, payload)  # type: ignore[return-value]
+        return management(tid, nibble, payload)
     raise UnsupportedTokenError("token class 3 is reserved")
