@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from .amount import (
     decode_currency_amount,
@@ -175,23 +175,38 @@ class MeterTestToken:
 
 @dataclass(frozen=True, slots=True)
 class _Management:
-    """Class 2 tokens with the standard layout (RND, TID, a 16-bit payload)."""
+    """Class 2 tokens with the standard layout (RND, TID, a 16-bit payload).
+
+    Each subclass names its payload field (``_payload``) and whether that field is coded like a
+    TransferAmount (``_amount_coded``, for power limits in watts) or carried as a raw 16-bit value.
+    """
 
     token_class: ClassVar[TokenClass] = TokenClass.MANAGEMENT
     subclass: ClassVar[int]
+    _payload: ClassVar[str]
+    _amount_coded: ClassVar[bool] = False
     tid: int
     rnd: int
 
     def __post_init__(self) -> None:
         _check_tid(self.tid)
         _check("rnd", self.rnd, 4)
+        value = getattr(self, self._payload)
+        if self._amount_coded:
+            carried = decode_transfer_amount(encode_transfer_amount(value, "W"))
+            object.__setattr__(self, self._payload, carried)
+        else:
+            _check(self._payload, value, 16)
 
     def payload(self) -> int:
-        raise NotImplementedError
+        """The 16-bit field of data block bits 31..16."""
+        value: int = getattr(self, self._payload)
+        return encode_transfer_amount(value, "W") if self._amount_coded else value
 
     @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> _Management:
-        raise NotImplementedError
+    def from_payload(cls, tid: int, rnd: int, payload: int) -> Self:
+        value = decode_transfer_amount(payload) if cls._amount_coded else payload
+        return cls(tid, rnd, value)  # type: ignore[call-arg]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,20 +214,9 @@ class SetMaximumPowerLimit(_Management):
     """Subclass 0: maximum power limit in watts, coded like a TransferAmount (6.3.9)."""
 
     subclass: ClassVar[int] = 0
+    _payload: ClassVar[str] = "watts"
+    _amount_coded: ClassVar[bool] = True
     watts: int = 0
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        object.__setattr__(
-            self, "watts", decode_transfer_amount(encode_transfer_amount(self.watts, "W"))
-        )
-
-    def payload(self) -> int:
-        return encode_transfer_amount(self.watts, "W")
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> SetMaximumPowerLimit:
-        return cls(tid=tid, rnd=rnd, watts=decode_transfer_amount(payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,19 +224,9 @@ class ClearCredit(_Management):
     """Subclass 1: clear a credit register (0 electricity ... 0xFFFF all registers) (6.3.13)."""
 
     subclass: ClassVar[int] = 1
+    _payload: ClassVar[str] = "register"
     ALL_REGISTERS: ClassVar[int] = 0xFFFF
     register: int = 0xFFFF
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        _check("register", self.register, 16)
-
-    def payload(self) -> int:
-        return self.register
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> ClearCredit:
-        return cls(tid=tid, rnd=rnd, register=payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,18 +234,8 @@ class SetTariffRate(_Management):
     """Subclass 2: tariff rate, 16 bits reserved for definition by the STS Association (6.3.11)."""
 
     subclass: ClassVar[int] = 2
+    _payload: ClassVar[str] = "rate"
     rate: int = 0
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        _check("rate", self.rate, 16)
-
-    def payload(self) -> int:
-        return self.rate
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> SetTariffRate:
-        return cls(tid=tid, rnd=rnd, rate=payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,18 +243,8 @@ class ClearTamperCondition(_Management):
     """Subclass 5: clear the meter's tamper condition; the 16-bit pad is 0 (6.3.14)."""
 
     subclass: ClassVar[int] = 5
+    _payload: ClassVar[str] = "pad"
     pad: int = 0
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        _check("pad", self.pad, 16)
-
-    def payload(self) -> int:
-        return self.pad
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> ClearTamperCondition:
-        return cls(tid=tid, rnd=rnd, pad=payload)
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,20 +252,9 @@ class SetMaximumPhasePowerUnbalanceLimit(_Management):
     """Subclass 6: maximum phase power unbalance in watts, coded like a TransferAmount (6.3.10)."""
 
     subclass: ClassVar[int] = 6
+    _payload: ClassVar[str] = "watts"
+    _amount_coded: ClassVar[bool] = True
     watts: int = 0
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        object.__setattr__(
-            self, "watts", decode_transfer_amount(encode_transfer_amount(self.watts, "W"))
-        )
-
-    def payload(self) -> int:
-        return encode_transfer_amount(self.watts, "W")
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> SetMaximumPhasePowerUnbalanceLimit:
-        return cls(tid=tid, rnd=rnd, watts=decode_transfer_amount(payload))
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,18 +262,8 @@ class SetWaterMeterFactor(_Management):
     """Subclass 7: water meter factor, 16 bits reserved for water applications (6.3.12)."""
 
     subclass: ClassVar[int] = 7
+    _payload: ClassVar[str] = "factor"
     factor: int = 0
-
-    def __post_init__(self) -> None:
-        _Management.__post_init__(self)
-        _check("factor", self.factor, 16)
-
-    def payload(self) -> int:
-        return self.factor
-
-    @classmethod
-    def from_payload(cls, tid: int, rnd: int, payload: int) -> SetWaterMeterFactor:
-        return cls(tid=tid, rnd=rnd, factor=payload)
 
 
 @dataclass(frozen=True, slots=True)
