@@ -1,7 +1,8 @@
 """``amr token``: vend, decode and batch-generate STS tokens from the command line.
 
 Keys come from ``--vending-key-file``/``--decoder-key-file`` or the environment variables
-``AMR_VENDING_KEY``/``AMR_DECODER_KEY`` (hex); ``--vending-key HEX`` works too, but a key on a command
+``AMR_VENDING_KEY``/``AMR_DECODER_KEY`` (hex; ``AMR_NEW_VENDING_KEY`` for the key a key change
+moves to); ``--vending-key HEX`` works too, but a key on a command
 line is visible to every user of the machine (``ps``), so it is for test keys only. Keys are never
 printed.
 
@@ -24,6 +25,7 @@ from typing import Any, TextIO
 from protocols.sts import (
     BaseDate,
     CreditType,
+    EncryptionAlgorithm,
     MeterTestToken,
     StsError,
     Token,
@@ -103,8 +105,8 @@ def _key_request(args: argparse.Namespace) -> dict[str, Any]:
         request["decoder_key_hex"] = decoder
     if vending:
         request["vending_key_hex"] = vending
-        ea = args.ea.upper().removeprefix("EA")
-        request["dkga"] = args.dkga or ("04" if ea in ("11", "MISTY1") else "02")
+        misty = EncryptionAlgorithm.parse(args.ea) is EncryptionAlgorithm.MISTY1
+        request["dkga"] = args.dkga or ("04" if misty else "02")
         if args.pan:
             request["meter_pan"] = args.pan
         elif args.drn:
@@ -192,7 +194,7 @@ def _run(
         try:
             request = build(args)
             result = build_request(request)
-        except (CliError, StsError) as exc:
+        except (CliError, StsError, ValueError) as exc:
             print(f"amr token {args.token_command}: {exc}", file=sys.stderr)
             return EXIT_FAILED
         _emit(args, result.tokens, sys.stdout)
@@ -236,12 +238,12 @@ def _keychange(args: argparse.Namespace) -> dict[str, Any]:
     )
     if not new_vending:
         raise CliError("the new key is derived from a vending key: give --new-vending-key-file")
-    new_ea = args.new_ea or args.ea
+    new_ea = EncryptionAlgorithm.parse(args.new_ea or args.ea)
+    default_dkga = "04" if new_ea is EncryptionAlgorithm.MISTY1 else request.get("dkga", "02")
     spec: dict[str, Any] = {
         "vending_key_hex": new_vending,
-        "encryption_algorithm": new_ea,
-        "dkga": args.new_dkga
-        or ("04" if new_ea.upper().removeprefix("EA") in ("11",) else request.get("dkga", "02")),
+        "encryption_algorithm": new_ea.label,
+        "dkga": args.new_dkga or default_dkga,
         "supply_group_code": args.new_sgc or args.sgc,
         "tariff_index": args.new_ti or args.ti,
         "key_revision_number": args.new_krn,
@@ -283,12 +285,15 @@ def _decode(args: argparse.Namespace) -> int:
     except TokenRejected as exc:
         print(f"amr token decode: rejected ({exc.result}): {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except (CliError, StsError) as exc:
+    except (CliError, StsError, ValueError) as exc:
         print(f"amr token decode: {exc}", file=sys.stderr)
         return EXIT_FAILED
     decoded = Token(normalize_token(token), fields)
     if args.json:
-        json.dump({"token": decoded.digits, **fields_to_json(fields)}, sys.stdout)
+        json.dump(
+            {"token": decoded.digits, "grouped": decoded.grouped, **fields_to_json(fields)},
+            sys.stdout,
+        )
         sys.stdout.write("\n")
     else:
         base = None if isinstance(fields, MeterTestToken) else BaseDate.parse(args.base_date)

@@ -89,6 +89,15 @@ TOKEN_FIELDS = frozenset(
      "new_key_generation_inputs"}
 )  # fmt: skip
 KNOWN = INFORMATIONAL | RESULTS | KEY_FIELDS | TOKEN_FIELDS
+# Key material: an error about these fields never quotes their value.
+SECRET_FIELDS = frozenset(
+    {"vending_key_hex", "decoder_key_hex", "new_decoder_key_hex", "nkho_hex", "nklo_hex",
+     "nkmo1_hex", "nkmo2_hex"}
+)  # fmt: skip
+
+
+def _shown(name: str, value: object) -> str:
+    return f"a {type(value).__name__}" if name in SECRET_FIELDS else repr(value)
 
 
 class RequestError(StsUsageError):
@@ -110,7 +119,7 @@ def _get(request: Mapping[str, Any], name: str, kind: type | tuple[type, ...] = 
         raise RequestError(f"field {name!r} must be an integer, got {value!r}")
     if not isinstance(value, kind):
         names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise RequestError(f"field {name!r} must be {names}, got {value!r}")
+        raise RequestError(f"field {name!r} must be {names}, got {_shown(name, value)}")
     return value
 
 
@@ -119,7 +128,9 @@ def _hex(request: Mapping[str, Any], name: str, bits: int) -> int:
     try:
         value = int(text, 16)
     except ValueError:
-        raise RequestError(f"field {name!r} must be hexadecimal, got {text!r}") from None
+        raise RequestError(
+            f"field {name!r} must be hexadecimal, got {_shown(name, text)}"
+        ) from None
     if value >> bits:
         raise RequestError(f"field {name!r} must fit in {bits} bits")
     return value
@@ -131,6 +142,13 @@ def _int_or_str(request: Mapping[str, Any], name: str) -> int:
         return int(value)
     except ValueError:
         raise RequestError(f"field {name!r} must be a number, got {value!r}") from None
+
+
+def _key_type(value: int) -> KeyType:
+    try:
+        return KeyType(value)
+    except ValueError:
+        raise RequestError(f"key type must be 0..3, got {value!r}") from None
 
 
 def key_inputs(request: Mapping[str, Any]) -> DecoderKeyInputs:
@@ -147,7 +165,7 @@ def key_inputs(request: Mapping[str, Any]) -> DecoderKeyInputs:
         key_revision_number=_int_or_str(request, "key_revision_number")
         if "key_revision_number" in request
         else 1,
-        key_type=KeyType(_int_or_str(request, "key_type") if "key_type" in request else 2),
+        key_type=_key_type(_int_or_str(request, "key_type") if "key_type" in request else 2),
         base_date=BaseDate.parse(base),
         algorithm=EncryptionAlgorithm.parse(request.get("encryption_algorithm", "EA07")),
         dkga=Dkga.parse(str(request.get("dkga", "02"))),
@@ -222,6 +240,8 @@ def _credit(request: Mapping[str, Any], subclass: int, tid: int) -> TransferCred
                 _hex(request, "amount_field_hex", 16),
                 int(request.get("se_nibble_in_rnd_position", 0)),
             )
+            if "amount_base_units" in request and int(request["amount_base_units"]) != amount:
+                raise RequestError(f"amount_base_units and amount_field_hex disagree ({amount})")
         else:
             amount = int(_get(request, "amount_base_units"))
         return TransferCredit(credit_type, amount, tid)
@@ -241,12 +261,20 @@ def _new_key(request: Mapping[str, Any]) -> tuple[DecoderKey, dict[str, Any]]:
         spec = {"encryption_algorithm": request.get("encryption_algorithm", "EA07"), **spec}
         inputs = key_inputs(spec)
         key = derive_decoder_key(VendingKey.from_hex(_get(spec, "vending_key_hex", str)), inputs)
-        attributes = {
+        attributes: dict[str, Any] = {
             "new_kt": int(inputs.key_type),
             "new_krn": inputs.key_revision_number,
             "new_ti": int(inputs.tariff_index),
             "new_sgc": int(inputs.supply_group_code),
         }
+        for name, derived in attributes.items():
+            if name in request and _int_or_str(request, name) != derived:
+                raise RequestError(
+                    f"{name}={request[name]!r} contradicts new_key_generation_inputs ({derived})"
+                )
+        # The roll-over bit goes with a base date that moves forward (the TID rollover).
+        current_base = BaseDate.parse(request.get("base_date", request.get("tid_base_date", 1993)))
+        attributes["ro"] = int(inputs.base_date > current_base)
         if (
             "new_decoder_key_hex" in request
             and DecoderKey.from_hex(_get(request, "new_decoder_key_hex", str)) != key
@@ -285,7 +313,7 @@ def _section(request: Mapping[str, Any], subclass: int) -> TokenFields:
             ken_high=int(merged.get("kenho", ken >> 4)),
             new_krn=int(_get(merged, "new_krn")),
             rollover=bool(merged.get("ro", 0)),
-            new_key_type=KeyType(int(_get(merged, "new_kt"))),
+            new_key_type=_key_type(int(_get(merged, "new_kt"))),
             nkho=half("nkho_hex", 32, 96),
             three_kct=bool(merged.get("res_3kct", 0)),
         )
@@ -364,12 +392,15 @@ def build_request(
     if token_class == 2 and "subclass" not in request:
         new_key, attributes = _new_key(request)
         merged = {**attributes, **request}
+        new_ti = merged.get("new_ti", merged.get("new_ti_binary"))
+        if new_ti is None:
+            raise RequestError("missing field 'new_ti' (the new key's tariff index)")
         tokens = key_change_tokens(
             coder,
             new_key,
-            new_key_type=int(_get(merged, "new_kt")),
+            new_key_type=_key_type(int(_get(merged, "new_kt"))),
             new_krn=int(_get(merged, "new_krn")),
-            new_tariff_index=int(merged.get("new_ti", merged.get("new_ti_binary", 1))),
+            new_tariff_index=int(new_ti),
             ken=_ken(request),
             rollover=bool(merged.get("ro", 0)),
             new_sgc=merged.get("new_sgc"),

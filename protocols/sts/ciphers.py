@@ -35,8 +35,12 @@ __all__ = [
 ]
 
 
-class StsDeprecationWarning(DeprecationWarning):
-    """Use of an algorithm the standard deprecates (EA09 DEA)."""
+class StsDeprecationWarning(FutureWarning):
+    """Use of an algorithm the standard deprecates (EA09 DEA).
+
+    A FutureWarning, not a DeprecationWarning: it is meant for the people who vend with the
+    algorithm, and Python shows FutureWarnings by default wherever they arise.
+    """
 
 
 class EncryptionAlgorithm(Enum):
@@ -98,7 +102,7 @@ class DeaCipher:
         warnings.warn(
             "EA09 (DEA) is deprecated by IEC 62055-41 and shall not be used in new products",
             StsDeprecationWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         cipher = Cipher(TripleDES(key * 3), modes.ECB())
         self._encryptor_cipher = cipher

@@ -23,7 +23,8 @@ is new to a fresh meter. Key change sections may be entered in any order; they w
 ``key_change_timeout_s`` seconds from the first one.
 
 Result codes are numbered as in one manufacturer's published token-result register (Conlog BEC62);
-the names are the standard's. The simulator exposes these numbers over Modbus.
+the names are the standard's. A meter's token-result register (over Modbus, say) can carry them
+as they are.
 
 Everything here is pure: the caller passes the time (``now_s``) and applies physical effects (relay,
 display) from the returned outcome.

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from headend.cli.token import run_batch
 from protocols.sts import (
     BaseDate,
     CreditType,
@@ -142,7 +145,7 @@ def test_credit_then_decode_round_trip_in_human_and_json_form(tmp_path: Path) ->
     assert decoded["token"] == grouped.replace(" ", "")
     assert decoded["credit_type"] == "electricity"
     assert decoded["amount_base_units"] == 256
-    assert decoded["tid"] == tid_of(__import__("datetime").datetime(2025, 3, 1, 8, 30), 2014)
+    assert decoded["tid"] == tid_of(datetime(2025, 3, 1, 8, 30), 2014)
     assert decoded["rnd"] == 5
 
 
@@ -226,3 +229,40 @@ def test_credit_types_use_their_own_units() -> None:
     money = _json(amr("token", "credit", "--type", "electricity-currency", "--amount", "100",
                       "--vending-key", VK, *METER, "--json"))  # fmt: skip
     assert money["subclass"] == 4 and money["amount_base_units"] >= 10_000_000
+
+
+def _batch(*requests: dict[str, Any]) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    run_batch(io.StringIO("\n".join(json.dumps(r) for r in requests) + "\n"), out)
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+OLD_METER = {"dkga": "02", "vending_key_hex": VK, "iin": "600727", "drn_iain": "00000000000",
+             "supply_group_code": "123456", "tariff_index": "01", "key_revision_number": 1,
+             "key_type": 2, "base_date": 1993}  # fmt: skip
+
+
+def test_batch_sets_the_rollover_bit_when_the_base_date_moves_forward() -> None:
+    new = {**OLD_METER, "vending_key_hex": "9494949494949494", "key_revision_number": 2,
+           "base_date": 2014}  # fmt: skip
+    (reply,) = _batch({"class": 2, **OLD_METER, "new_key_generation_inputs": new})
+    pan = MeterPan.from_drn("00000000000")
+    inputs = DecoderKeyInputs(pan=pan, supply_group_code="123456")
+    meter = MeterDecoder(MeterState(key=derive_decoder_key(VendingKey.from_hex(VK), inputs)))
+    meter.state.tid_memory[-1] = tid_of(datetime(2024, 11, 1), 1993)
+    assert all(meter.enter(t).accepted for t in reply["tokens"])
+    assert set(meter.state.tid_memory) == {0}  # cleared: tokens on base 2014 will be accepted
+
+
+def test_batch_refuses_contradictions_and_missing_key_change_fields() -> None:
+    new = {**OLD_METER, "key_revision_number": 2}
+    contradiction, no_ti, wrong_type = _batch(
+        {"class": 2, **OLD_METER, "new_key_generation_inputs": new, "new_krn": 3},
+        {"class": 2, **OLD_METER, "new_decoder_key_hex": "0011223344556677", "new_kt": 2,
+         "new_krn": 2},
+        {"class": 0, "subclass": 0, "decoder_key_hex": 1234567890123456, "amount_base_units": 1},
+    )  # fmt: skip
+    assert "contradicts" in contradiction["error"]
+    assert "new_ti" in no_ti["error"]
+    assert "must be str" in wrong_type["error"]
+    assert "1234567890123456" not in wrong_type["error"]  # a key is never echoed
