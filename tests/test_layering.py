@@ -18,7 +18,16 @@ import protocols
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("twisted", "sqlalchemy", "paho", "serial")
-IO_MODULES = {"socket", "asyncio", "logging", "time", "select", "selectors", "subprocess", "threading"}
+IO_MODULES = {
+    "socket",
+    "asyncio",
+    "logging",
+    "time",
+    "select",
+    "selectors",
+    "subprocess",
+    "threading",
+}
 PYMODBUS_ADAPTER = ROOT / "protocols" / "modbus" / "adapter.py"
 
 
