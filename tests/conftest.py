@@ -10,7 +10,7 @@ from twisted.internet import asyncioreactor
 from twisted.internet.error import ReactorAlreadyInstalledError
 
 with contextlib.suppress(ReactorAlreadyInstalledError):
-    asyncioreactor.install()  # type: ignore[no-untyped-call]
+    asyncioreactor.install()
 
 import json
 from pathlib import Path

@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from simulator import cli as sim_cli
+
 from . import token
 
 __all__ = ["main"]
@@ -22,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     token.register(commands)
+    sim_cli.register(commands)
     return parser
 
 

@@ -1,0 +1,58 @@
+"""Running a daemon from the command line: the one place that installs the reactor and configures
+logging (STYLE.md rules 10 and 13).
+
+``run(start)`` installs the asyncio reactor (pymodbus, amqtt and others need it), sends
+twisted.logger events at ``level`` and above to stderr, calls ``start(reactor)`` once the reactor
+runs, and stops cleanly on Ctrl-C or SIGTERM (Twisted's own signal handling), waiting for the
+services' ``stopService``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["install_reactor", "run"]
+
+
+def install_reactor() -> Any:
+    """The asyncio reactor, installed if no reactor is yet (idempotent)."""
+    if "twisted.internet.reactor" not in sys.modules:
+        from twisted.internet import asyncioreactor
+
+        asyncioreactor.install()
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def run(start: Callable[[Any], Any], level: str = "info") -> int:
+    """Run the reactor with ``start(reactor)`` called once it runs; returns the exit status."""
+    reactor = install_reactor()
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    status = {"code": 0}
+
+    def started() -> None:
+        from twisted.internet import defer
+
+        def failed(failure: Any) -> None:
+            print(f"amr: {failure.getErrorMessage()}", file=sys.stderr)
+            status["code"] = 1
+            reactor.stop()
+
+        defer.maybeDeferred(start, reactor).addErrback(failed)
+
+    reactor.callWhenRunning(started)
+    reactor.run()
+    return status["code"]

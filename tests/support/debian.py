@@ -1,0 +1,44 @@
+"""Debian packages the integration tests need, installed on first use when missing.
+
+CI and the developers' machines run as root on Debian, so a missing tool is installed with
+apt-get rather than skipped: a skipped integration test would hide a broken feature.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+__all__ = ["ensure_commands"]
+
+_state = {"updated": False}
+
+
+def ensure_commands(*commands: str, packages: dict[str, str] | None = None) -> None:
+    """Make sure every command is on PATH, installing its Debian package if needed."""
+    missing = [c for c in commands if shutil.which(c) is None]
+    if not missing:
+        return
+    names = [(packages or {}).get(c, c) for c in missing]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        if not _state["updated"]:
+            subprocess.run(
+                ["apt-get", "update", "-qq"], check=True, capture_output=True, env=env, timeout=600
+            )
+            _state["updated"] = True
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *names],
+            check=True,
+            capture_output=True,
+            env=env,
+            timeout=900,
+        )
+    except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"cannot install {', '.join(names)} with apt-get (needed by this test): {exc}")
+    still = [c for c in commands if shutil.which(c) is None]
+    if still:
+        pytest.fail(f"{', '.join(still)} still missing after installing {', '.join(names)}")
