@@ -1,7 +1,10 @@
 """The ``amr`` command: one front door for every tool of the system.
 
-Each subcommand's module registers its own parser; this module only dispatches, so a command's
-dependencies are imported when that command runs.
+Subcommands are plugins: each package declares its own in pyproject.toml under the entry-point
+group ``amr.commands`` (``sim = "simulator.cli:register"``, ...), and each ``register(commands)``
+adds its argparse parser. The dispatcher therefore never imports another package by name (the
+head-end does not depend on the concentrator), and a command's heavy imports happen only when it
+runs.
 """
 
 from __future__ import annotations
@@ -9,12 +12,11 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 
-from simulator import cli as sim_cli
+__all__ = ["build_parser", "main"]
 
-from . import token
-
-__all__ = ["main"]
+GROUP = "amr.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="AMR for STS prepaid meters: tokens, head-end, concentrator, simulator.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    token.register(commands)
-    sim_cli.register(commands)
+    for entry in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        entry.load()(commands)
     return parser
 
 
