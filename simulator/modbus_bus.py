@@ -31,8 +31,10 @@ from protocols.errors import ProtocolError
 from protocols.modbus import Table
 from protocols.modbus.adapter import (
     Framing,
+    InvalidRequest,
     Receiver,
     Request,
+    encode_exception,
     encode_request,
     encode_response,
 )
@@ -149,10 +151,21 @@ class RtuBusProtocol(Protocol):
             except ProtocolError:
                 self.receiver.reset()
                 return
-            if not isinstance(request, Request):
+            if request is None:
                 return
-            self._queue.append((request, self.bus.clock.seconds()))
-            self._serve_next()
+            if isinstance(request, InvalidRequest):
+                self._refuse(request)
+                continue
+            if isinstance(request, Request):
+                self._queue.append((request, self.bus.clock.seconds()))
+                self._serve_next()
+
+    def _refuse(self, refused: InvalidRequest) -> None:
+        """A request a meter answers with an exception (a read of 0 or 200 registers, say)."""
+        self.bus.stats.requests += 1
+        if refused.unit_id in self.bus.meters and self.transport is not None:
+            self.bus.stats.exceptions += 1
+            self.transport.write(encode_exception(refused, Framing.RTU))
 
     def _serve_next(self) -> None:
         if self._busy is not None or not self._queue:
@@ -203,9 +216,16 @@ class _TcpBusProtocol(Protocol):
                 if self.transport is not None:
                     self.transport.loseConnection()
                 return
-            if not isinstance(request, Request):
+            if request is None:
                 return
-            self._serve(request)
+            if isinstance(request, InvalidRequest):
+                self.bus.stats.requests += 1
+                self.bus.stats.exceptions += 1
+                if self.transport is not None:
+                    self.transport.write(encode_exception(refused=request, framing=Framing.TCP))
+                continue
+            if isinstance(request, Request):
+                self._serve(request)
 
     def _serve(self, request: Request) -> None:
         if request.unit_id not in self.bus.meters:

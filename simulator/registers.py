@@ -237,6 +237,8 @@ class RegisterMap:
                 days["weekend"],
             )
         except TouError as exc:
+            # the refused values are dropped: the registers show the table in force again
+            meter.staged = {k: v for k, v in meter.staged.items() if not k.startswith("tou_")}
             raise ModbusException(ILLEGAL_VALUE, f"TOU table refused: {exc}") from None
         meter.staged = {k: v for k, v in meter.staged.items() if not k.startswith("tou_")}
         if table.activation_s <= meter.now_s:

@@ -54,10 +54,12 @@ __all__ = [
     "EXCEPTION_NAMES",
     "FUNCTION_NAMES",
     "Framing",
+    "InvalidRequest",
     "Receiver",
     "Request",
     "Response",
     "crc16_modbus",
+    "encode_exception",
     "encode_request",
     "encode_response",
     "inspect_adu",
@@ -177,6 +179,25 @@ class Response:
         return self.exception_code is not None
 
 
+@dataclass(frozen=True, slots=True)
+class InvalidRequest:
+    """A well-framed request a server must refuse with an exception (01 or 03), not ignore."""
+
+    unit_id: int
+    function: int
+    exception_code: int
+    transaction_id: int = 0
+    reason: str = ""
+
+
+def encode_exception(refused: InvalidRequest, framing: Framing) -> bytes:
+    """The exception response to a refused request."""
+    pdu = ExceptionResponse(refused.function & 0x7F, refused.exception_code, refused.unit_id)
+    pdu.transaction_id = refused.transaction_id
+    pdu.dev_id = refused.unit_id
+    return bytes(_framer(framing, True).buildFrame(pdu))
+
+
 def _framer(framing: Framing, server: bool) -> FramerRTU | FramerSocket:
     decoder = DecodePDU(is_server=server)
     return FramerRTU(decoder) if framing is Framing.RTU else FramerSocket(decoder)
@@ -234,21 +255,26 @@ def encode_response(request: Request, framing: Framing, values: Sequence[int] = 
     return bytes(_framer(framing, True).buildFrame(pdu))
 
 
-def _from_pdu(pdu: ModbusPDU, server: bool, expected_count: int | None) -> Request | Response:
+def _from_pdu(
+    pdu: ModbusPDU, server: bool, expected_count: int | None
+) -> Request | Response | InvalidRequest:
     if server:
         values: tuple[int, ...] = ()
         if pdu.function_code in (WRITE_COIL, WRITE_COILS):
             values = tuple(int(b) for b in pdu.bits[: max(1, pdu.count)])
         elif pdu.function_code in (WRITE_REGISTER, WRITE_REGISTERS):
             values = tuple(pdu.registers)
-        return Request(
-            unit_id=pdu.dev_id,
-            function=pdu.function_code,
-            address=pdu.address,
-            count=pdu.count if pdu.function_code in (1, 2, 3, 4) else 0,
-            values=values,
-            transaction_id=pdu.transaction_id,
-        )
+        try:
+            return Request(
+                unit_id=pdu.dev_id,
+                function=pdu.function_code,
+                address=pdu.address,
+                count=pdu.count if pdu.function_code in (1, 2, 3, 4) else 0,
+                values=values,
+                transaction_id=pdu.transaction_id,
+            )
+        except LocalProtocolError as exc:  # e.g. a read of 0 or of more than 125 registers
+            return InvalidRequest(pdu.dev_id, pdu.function_code, 3, pdu.transaction_id, str(exc))
     if isinstance(pdu, ExceptionResponse) or pdu.isError():
         return Response(
             unit_id=pdu.dev_id,
@@ -312,7 +338,7 @@ class Receiver:
         self.discarded_bytes += len(self._buffer)
         self._buffer = b""
 
-    def next_event(self) -> Request | Response | None:
+    def next_event(self) -> Request | Response | InvalidRequest | None:
         """The next complete request/response, or None until more bytes arrive."""
         if self.framing is Framing.RTU:
             return self._next_rtu()
@@ -346,7 +372,7 @@ class Receiver:
         self._buffer = self._buffer[count:]
         self.discarded_bytes += count
 
-    def _next_rtu(self) -> Request | Response | None:
+    def _next_rtu(self) -> Request | Response | InvalidRequest | None:
         while self._buffer:
             length = self._rtu_length()
             if length is None or len(self._buffer) < (length or 1):
@@ -370,7 +396,7 @@ class Receiver:
             return _from_pdu(pdu, self.server, self.expect_count)
         return None
 
-    def _next_tcp(self) -> Request | Response | None:
+    def _next_tcp(self) -> Request | Response | InvalidRequest | None:
         while len(self._buffer) >= 8:
             length = int.from_bytes(self._buffer[4:6], "big")
             if int.from_bytes(self._buffer[2:4], "big") != 0 or not 2 <= length <= 254:
@@ -386,6 +412,11 @@ class Receiver:
             except Exception:  # pymodbus raises bare exceptions on odd PDUs
                 pdu = None
             if pdu is None:
+                if self.server and len(frame) >= 8:
+                    tid = int.from_bytes(frame[0:2], "big")
+                    if frame[7] not in _REQUESTS:
+                        return InvalidRequest(frame[6], frame[7], 1, tid, "illegal function")
+                    return InvalidRequest(frame[6], frame[7], 3, tid, "request out of range")
                 self.discarded_bytes += len(frame)
                 continue
             return _from_pdu(pdu, self.server, self.expect_count)

@@ -10,8 +10,8 @@ mapping), for example::
     byte_order: big
     max_registers_per_read: 125
     points:
-      - {name: energy_import_total, table: input, address: 0, type: u32, scale: 0.01, unit: kWh}
-      - {name: status_flags, table: input, address: 40, type: u16,
+      - {name: energy_import_total, table: input, address: 20, type: u32, scale: 0.01, unit: kWh}
+      - {name: status_flags, table: input, address: 41, type: u16,
          flags: {0: low_credit, 1: credit_exhausted, 2: tamper}}
 
 Each point has a ``name`` (unique), a ``table`` (holding, input, coil, discrete), an ``address``

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from protocols.errors import ProtocolError, RemoteProtocolError
 from protocols.modbus.adapter import (
     Framing,
+    InvalidRequest,
     Receiver,
     Request,
     Response,
     crc16_modbus,
+    encode_exception,
     encode_request,
     encode_response,
     inspect_adu,
@@ -36,8 +38,10 @@ def test_golden_rtu_and_tcp_frames() -> None:
     assert crc16_modbus(bytes.fromhex("010300000002")) == 0x0BC4
 
 
-def _feed(receiver: Receiver, data: bytes, whole: bool) -> list[Request | Response]:
-    events: list[Request | Response] = []
+def _feed(
+    receiver: Receiver, data: bytes, whole: bool
+) -> list[Request | Response | InvalidRequest]:
+    events: list[Request | Response | InvalidRequest] = []
     chunks = [data] if whole else [data[i : i + 1] for i in range(len(data))]
     for chunk in chunks:
         receiver.receive_data(chunk)
@@ -102,7 +106,7 @@ def test_arbitrary_bytes_never_crash_the_receiver(
         events = _feed(receiver, data, whole=True)
     except ProtocolError:
         return
-    assert all(isinstance(e, Request | Response) for e in events)
+    assert all(isinstance(e, Request | Response | InvalidRequest) for e in events)
 
 
 @given(data=st.binary(max_size=64), framing=st.sampled_from(list(Framing)))
@@ -112,3 +116,25 @@ def test_arbitrary_bytes_inspect_or_raise_a_protocol_error(data: bytes, framing:
     except ProtocolError:
         return
     assert "function" in info
+
+
+def test_requests_a_server_must_refuse_become_invalid_requests() -> None:
+    server = Receiver(Framing.TCP, server=True)
+    zero_count = bytes.fromhex("000700000006" + "01" + "04" + "0000" + "0000")
+    unknown_function = bytes.fromhex("000800000002" + "01" + "2b")
+    events = _feed_any(server, zero_count + unknown_function)
+    assert events == [
+        InvalidRequest(1, 4, 3, 7, "request out of range"),
+        InvalidRequest(1, 0x2B, 1, 8, "illegal function"),
+    ]
+    reply = encode_exception(events[0], Framing.TCP)
+    assert reply.hex() == "000700000003" + "01" + "84" + "03"
+
+
+def _feed_any(receiver: Receiver, data: bytes) -> list[InvalidRequest]:
+    receiver.receive_data(data)
+    found = []
+    while (event := receiver.next_event()) is not None:
+        assert isinstance(event, InvalidRequest)
+        found.append(event)
+    return found
