@@ -47,6 +47,7 @@ __all__ = ["BusStats", "ModbusBus", "RtuBusProtocol", "TcpBusFactory", "characte
 log = Logger()
 
 GATEWAY_TARGET_FAILED = 0x0B
+MAX_TIMER_LEAD_S = 0.005
 _READ_TABLES = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 4: Table.INPUT}
 
 
@@ -141,6 +142,10 @@ class RtuBusProtocol(Protocol):
         self.receiver = Receiver(Framing.RTU, server=True)
         self._queue: deque[tuple[Request, float]] = deque()
         self._busy: IDelayedCall | None = None
+        # Timers fire late (asyncio rounds select timeouts up to whole milliseconds, plus wake-up
+        # latency): schedule early by the lateness observed so far, so replies keep line timing.
+        self._lead_s = 0.0
+        self._due_s = 0.0
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted's name
         self.receiver.receive_data(data)
@@ -183,11 +188,14 @@ class RtuBusProtocol(Protocol):
         if reply is None:
             done_at = start + request_s  # silence: the line is free again after the request
         bus.stats.busy_s += done_at - start
-        delay = max(0.0, done_at - bus.clock.seconds())
+        self._due_s = done_at
+        delay = max(0.0, done_at - bus.clock.seconds() - self._lead_s)
         self._busy = bus.clock.callLater(delay, self._sent, reply)
 
     def _sent(self, reply: bytes | None) -> None:
         self._busy = None
+        late = self.bus.clock.seconds() - self._due_s
+        self._lead_s = min(max(self._lead_s + 0.2 * late, 0.0), MAX_TIMER_LEAD_S)
         if reply is not None and self.transport is not None:
             self.transport.write(reply)
         self._serve_next()

@@ -46,6 +46,16 @@ class PtyLine(abstract.FileDescriptor):
         protocol.makeConnection(self)
         self.startReading()
 
+    def write(self, data: bytes) -> None:
+        """Write at once when nothing is queued (saves a reactor pass per reply)."""
+        if not self.dataBuffer and not self._tempDataBuffer and self.connected:
+            written = fdesc.writeToFD(self._master, data)
+            if isinstance(written, int) and written == len(data):
+                return
+            if isinstance(written, int) and written > 0:
+                data = data[written:]
+        super().write(data)
+
     def fileno(self) -> int:
         return self._master
 
