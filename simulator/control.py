@@ -1,6 +1,8 @@
 """The simulator's control API (HTTP, JSON): the meters' keypads, fault switches and state.
 
     GET  /meters                      every meter: DRN, bus, address, credit, relay, flags, faults
+                                      (DL/T 645 meters, on dlt645 and plc buses, also carry
+                                      their 12-digit ``dlt645_address``; their ``address`` is it)
     GET  /meters/{drn}                one meter
     POST /meters/{drn}/keypad         {"token": "1234 5678 ..."} -> the STS result, as on the display
     POST /meters/{drn}/faults         {"no_answer": true, "intermittent": 0.2, ...} (partial update)
@@ -31,8 +33,9 @@ class _HttpError(Exception):
         super().__init__(message)
 
 
-def meter_json(bus: str, address: int, meter: VirtualMeter) -> dict[str, Any]:
-    return {
+def meter_json(bus: str, address: int | str, meter: VirtualMeter) -> dict[str, Any]:
+    """A meter as the API shows it; ``address`` is a Modbus unit id or a DL/T 645 address."""
+    body: dict[str, Any] = {
         "drn": meter.identity.drn,
         "bus": bus,
         "address": address,
@@ -46,6 +49,9 @@ def meter_json(bus: str, address: int, meter: VirtualMeter) -> dict[str, Any]:
         "tou_version": meter.tou.version,
         "clock": int(meter.now_s),
     }
+    if isinstance(address, str):
+        body["dlt645_address"] = address
+    return body
 
 
 class ControlResource(Resource):
@@ -74,7 +80,7 @@ class ControlResource(Resource):
             raise _HttpError(400, "body must be a JSON object")
         return data
 
-    def _meter(self, drn: str) -> tuple[str, int, VirtualMeter]:
+    def _meter(self, drn: str) -> tuple[str, int | str, VirtualMeter]:
         found = self.fleet.meters_by_drn.get(drn)
         if found is None:
             raise _HttpError(404, f"no meter with DRN {drn}")
@@ -134,7 +140,9 @@ class ControlResource(Resource):
             setattr(meter.faults, name, value)
         return meter.faults.as_dict()
 
-    def _set_events(self, bus: str, address: int, meter: VirtualMeter, body: dict[str, Any]) -> Any:
+    def _set_events(
+        self, bus: str, address: int | str, meter: VirtualMeter, body: dict[str, Any]
+    ) -> Any:
         allowed = {"tamper", "cover_open", "power_fail"}
         unknown = sorted(set(body) - allowed)
         if unknown:

@@ -136,6 +136,8 @@ class VirtualMeter:
     staged: dict[str, int] = field(
         default_factory=dict
     )  # holding registers written, not yet applied
+    last_trip_s: float | None = None  # when the relay last opened (simulated UTC s), None: never
+    last_close_s: float | None = None  # when the relay last closed again
     _decoder: MeterDecoder | None = field(default=None, repr=False)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
     _month: tuple[int, int] | None = field(default=None, repr=False)
@@ -267,7 +269,13 @@ class VirtualMeter:
             or self.now_s < self.over_power_until_s
             or (self.credit_exhausted and not self.friendly_now)
         )
-        self.relay = RelayState.OPEN if should_open else RelayState.CLOSED
+        relay = RelayState.OPEN if should_open else RelayState.CLOSED
+        if relay != self.relay:  # DL/T 645 reports these as the last trip / close records
+            if relay == RelayState.OPEN:
+                self.last_trip_s = self.now_s
+            else:
+                self.last_close_s = self.now_s
+        self.relay = relay
 
     # -- commands -------------------------------------------------------------------------------
 

@@ -1,0 +1,242 @@
+"""The uplink: journal entries out to the broker, acknowledgements and commands in.
+
+Theory of operation::
+
+    connect (MQTT v5, clean_start=False, session expiry) --> subscribe cmd + ack (every connect),
+        publish retained state "online" (the last will says "offline"), then publish every
+        journal entry not yet acknowledged, events and command results before readings
+    entry appended --> kick(): publish it if the window of unacknowledged messages has room
+    ack [first, last] --> journal entries deleted, the window moves on
+    no ack for ack_timeout_s while messages wait --> watchdog forces a reconnect
+
+A resend after a reconnect carries the original seq, so the head-end counts nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from protocols.link import (
+    Ack,
+    GatewayState,
+    LinkError,
+    Topic,
+    decode_message,
+    encode_message,
+    gateway_topic,
+)
+
+from .journal import EntryKind, JournalEntry, JournalStats, JournalStore
+from .mqtt import ReactorMqtt
+
+__all__ = ["Journal", "Uplink"]
+
+log = Logger()
+
+
+class Journal:
+    """The journal store run on its own one-thread pool (SQLite likes one writer thread)."""
+
+    def __init__(self, store: JournalStore, reactor: Any) -> None:
+        self.store = store
+        self.reactor = reactor
+        self.pool = ThreadPool(1, 1, "journal")
+
+    def start(self) -> None:
+        self.pool.start()
+
+    def stop(self) -> None:
+        self.pool.stop()
+
+    def _call(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
+        return threads.deferToThreadPool(self.reactor, self.pool, function, *args)
+
+    async def append(
+        self, kind: EntryKind, topic: str, build: Callable[[int], bytes], now: float
+    ) -> JournalEntry:
+        entry: JournalEntry = await self._call(self.store.thd_append, kind, topic, build, now)
+        return entry
+
+    async def pending(
+        self, limit: int, kinds: tuple[EntryKind, ...] | None, after_seq: int
+    ) -> list[JournalEntry]:
+        entries: list[JournalEntry] = await self._call(
+            self.store.thd_pending, limit, kinds, after_seq
+        )
+        return entries
+
+    async def acknowledge(self, ranges: tuple[tuple[int, int], ...]) -> int:
+        deleted: int = await self._call(self.store.thd_acknowledge, ranges)
+        return deleted
+
+    async def stats(self) -> JournalStats:
+        stats: JournalStats = await self._call(self.store.thd_stats)
+        return stats
+
+
+URGENT = (EntryKind.EVENTS, EntryKind.COMMAND_STATUS)
+
+
+class Uplink:
+    def __init__(
+        self,
+        reactor: Any,
+        mqtt_client: ReactorMqtt,
+        journal: Journal,
+        gateway_id: str,
+        *,
+        on_command: Callable[[bytes], object],
+        version: str,
+        meters: Callable[[], tuple[str, ...]],
+        window: int = 500,
+        ack_timeout_s: float = 120.0,
+    ) -> None:
+        self.reactor = reactor
+        self.mqtt = mqtt_client
+        self.journal = journal
+        self.gateway_id = gateway_id
+        self.on_command = on_command
+        self.version = version
+        self.meters = meters
+        self.window = window
+        self.ack_timeout_s = ack_timeout_s
+        self._published: set[int] = set()
+        self._cursors = {"urgent": 0, "readings": 0}
+        self._pumping = False
+        self._again = False
+        self._last_ack_s = reactor.seconds()
+        self.acked = 0
+        self.bad_messages = 0
+        self.publish_refusals = 0
+        mqtt_client.on_connect = self._on_connect
+        mqtt_client.on_message = self._on_message
+        mqtt_client.on_disconnect = self._on_disconnect
+        self._watchdog = task.LoopingCall(self._check_acks)
+        self._watchdog.clock = reactor
+
+    def topic(self, topic: Topic) -> str:
+        return gateway_topic(self.gateway_id, topic)
+
+    def last_will(self) -> tuple[str, bytes]:
+        _, payload = encode_message(GatewayState(self.gateway_id, 0.0, False, self.version))
+        return self.topic(Topic.STATE), payload
+
+    def start(self) -> None:
+        self._watchdog.start(max(1.0, self.ack_timeout_s / 4), now=False)
+
+    def stop(self) -> None:
+        if self._watchdog.running:
+            self._watchdog.stop()
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._published)
+
+    # -- connection events ----------------------------------------------------------------------
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        if reason.is_failure:
+            log.warn("MQTT broker refused the connection: {reason}", reason=str(reason))
+            return
+        client.subscribe([(self.topic(Topic.COMMAND), 1), (self.topic(Topic.ACK), 1)])
+        _, state = encode_message(
+            GatewayState(self.gateway_id, self.reactor.seconds(), True, self.version, self.meters())
+        )
+        self.mqtt.publish(self.topic(Topic.STATE), state, qos=1, retain=True)
+        self._published.clear()
+        self._cursors = {"urgent": 0, "readings": 0}  # resend everything not yet acknowledged
+        self._last_ack_s = self.reactor.seconds()
+        self.kick()
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
+    ) -> None:
+        log.info("MQTT link down: {reason}", reason=str(reason))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        payload = bytes(message.payload)
+        if message.topic == self.topic(Topic.COMMAND):
+            self.on_command(payload)
+            return
+        if message.topic != self.topic(Topic.ACK):
+            return
+        try:
+            ack = decode_message(Topic.ACK, payload)
+        except LinkError as exc:
+            self.bad_messages += 1
+            log.warn("Ignoring malformed ack: {error}", error=str(exc))
+            return
+        assert isinstance(ack, Ack)
+        self._last_ack_s = self.reactor.seconds()
+        self._published = {s for s in self._published if not ack.covers(s)}
+        defer.ensureDeferred(self._acknowledge(ack)).addErrback(
+            lambda failure: log.failure("Applying an ack failed", failure)
+        )
+
+    async def _acknowledge(self, ack: Ack) -> None:
+        self.acked += await self.journal.acknowledge(ack.ranges)
+        self.kick()
+
+    def _check_acks(self) -> None:
+        waiting = self.unacknowledged
+        if (
+            waiting
+            and self.mqtt.connected
+            and self.reactor.seconds() - self._last_ack_s > self.ack_timeout_s
+        ):
+            log.warn("No acknowledgement for {waited_s:.0f}s with {count} messages waiting: reconnecting",
+                     waited_s=self.reactor.seconds() - self._last_ack_s, count=waiting)  # fmt: skip
+            self._last_ack_s = self.reactor.seconds()
+            self.mqtt.force_reconnect()
+
+    # -- publishing -----------------------------------------------------------------------------
+
+    def kick(self) -> None:
+        """Publish what is waiting (called after every append and every ack)."""
+        if self._pumping:
+            self._again = True
+            return
+        if not self.mqtt.connected:
+            return
+        self._pumping = True
+        defer.ensureDeferred(self._pump()).addErrback(
+            lambda failure: log.failure("Publishing from the journal failed", failure)
+        ).addBoth(self._pumped)
+
+    def _pumped(self, _: object) -> None:
+        self._pumping = False
+        if self._again:
+            self._again = False
+            self.kick()
+
+    async def _pump(self) -> None:
+        while self.mqtt.connected:
+            room = self.window - len(self._published)
+            if room <= 0:
+                return
+            entries = await self.journal.pending(min(room, 200), URGENT, self._cursors["urgent"])
+            lane = "urgent"
+            if not entries:
+                entries = await self.journal.pending(
+                    min(room, 200), (EntryKind.READINGS,), self._cursors["readings"]
+                )
+                lane = "readings"
+            if not entries:
+                return
+            for entry in entries:
+                if not self.mqtt.connected:
+                    return
+                info = self.mqtt.publish(entry.topic, entry.payload, qos=1)
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    self.publish_refusals += 1
+                    return  # paho's queue is full: the entry stays in the journal for later
+                self._published.add(entry.seq)
+                self._cursors[lane] = entry.seq
