@@ -41,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
               f"clock x{config.clock.speed:g}", flush=True)  # fmt: skip
         for entry in fleet.buses:
             units = sorted(entry.bus.meters)
-            print(f"  {entry.bus.name}: {entry.where}, unit ids {units[0]}-{units[-1]}", flush=True)
+            kind = "addresses" if isinstance(units[0], str) else "unit ids"
+            print(f"  {entry.bus.name}: {entry.where}, {kind} {units[0]}-{units[-1]}", flush=True)
         if service.control_url:
             print(f"  control API: {service.control_url}/meters", flush=True)
         print("Ctrl-C stops the simulator.", flush=True)

@@ -103,7 +103,8 @@ class VirtualMeter:
     load: LoadProfile = field(default_factory=LoadProfile)
     seed: int = 0
     credit_wh: float = 50_000.0
-    now_s: float = 0.0
+    now_s: float = 0.0  # the meter's own clock
+    clock_offset_s: float = 0.0  # how far the meter's clock was set away from simulated time
     utc_offset_min: int = 0
     energy_wh: float = 0.0
     band_wh: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0, 0.0])
@@ -218,11 +219,15 @@ class VirtualMeter:
     # -- time -----------------------------------------------------------------------------------
 
     def advance(self, now_s: float) -> None:
-        """Run the meter forward to ``now_s`` (seconds since 1970, UTC, simulated)."""
+        """Run the meter forward to simulated time ``now_s`` (seconds since 1970, UTC).
+
+        The meter's own clock is the simulated time plus the offset its clock was set by.
+        """
         if self._month is None:
             self._month = self._local_month()
-        while self.now_s < now_s:
-            step = min(STEP_S, now_s - self.now_s)
+        target = now_s + self.clock_offset_s
+        while self.now_s < target:
+            step = min(STEP_S, target - self.now_s)
             self._step(step)
             self.now_s += step
             month = self._local_month()
@@ -232,7 +237,9 @@ class VirtualMeter:
         self._update_relay()
 
     def set_clock(self, now_s: float) -> None:
-        """The meter's clock is set (time sync): no energy is counted for the jump."""
+        """The meter's clock is set (time sync): no energy is counted for the jump, and the
+        clock keeps the new time from then on."""
+        self.clock_offset_s += now_s - self.now_s
         self.now_s = now_s
         self._month = self._local_month()
         self._update_relay()

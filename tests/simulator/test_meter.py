@@ -153,3 +153,17 @@ def test_addresses_outside_the_map_and_partial_writes_are_refused() -> None:
     with pytest.raises(ModbusException) as read_only:
         registers.write(m, PROFILE.point("clock_set").address - 1, [0, 0, 0])
     assert read_only.value.code == ILLEGAL_ADDRESS
+
+
+def test_setting_the_clock_moves_it_for_good_without_counting_energy() -> None:
+    m = meter(load=LoadProfile(base_w=1000, peak_w=0, noise=0))
+    m.advance(START + 600)
+    energy = m.energy_wh
+    m.set_clock(START + 600 + 3600)  # an hour ahead
+    m.advance(START + 660)  # one simulated minute later
+    assert m.now_s == START + 600 + 3600 + 60
+    assert abs(m.energy_wh - energy - 1000 / 60) < 1e-6  # only the minute that passed
+    m.set_clock(START)  # back again
+    m.advance(START + 720)
+    assert m.now_s == pytest.approx(START + 60)
+    assert abs(m.energy_wh - energy - 2 * 1000 / 60) < 1e-6  # nothing counted twice
