@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -25,16 +19,8 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.link import (
-    Ack,
     Command,
-    CommandStatus,
     CommandType,
-    ReadingBatch,
-    Topic,
-    decode_message,
-    encode_message,
-    gateway_topic,
-    to_ranges,
 )
 from protocols.sts import (
     BaseDate,
@@ -46,102 +32,10 @@ from protocols.sts import (
     VendingKey,
     tid_of,
 )
+from tests.support.gateway import GW, HeadEnd, start, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
-
-AMR = Path(sys.executable).with_name("amr")
-GW = "gw-test"
-
-
-@dataclass
-class HeadEnd:
-    """A stand-in head-end: records what the gateway sends, acknowledges readings."""
-
-    client: mqtt.Client
-    readings: list[ReadingBatch] = field(default_factory=list)
-    statuses: list[CommandStatus] = field(default_factory=list)
-    other: list[tuple[str, bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    ack: bool = True
-
-    def on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        topic = message.topic.rsplit(f"{GW}/", 1)[1]
-        kind = {t.value: t for t in Topic}[topic]
-        if not kind.uplink:
-            return  # our own downlink messages
-        decoded = decode_message(kind, bytes(message.payload)) if kind is not Topic.STATE else None
-        with self.lock:
-            if isinstance(decoded, ReadingBatch):
-                self.readings.append(decoded)
-            elif isinstance(decoded, CommandStatus):
-                self.statuses.append(decoded)
-            else:
-                self.other.append((topic, bytes(message.payload)))
-        if (
-            self.ack
-            and decoded is not None
-            and hasattr(decoded, "seq")
-            and kind is not Topic.HEALTH
-        ):
-            _, payload = encode_message(Ack(to_ranges([decoded.seq])))
-            client.publish(gateway_topic(GW, Topic.ACK), payload, qos=1)
-
-    def command(self, command: Command) -> None:
-        _, payload = encode_message(command)
-        self.client.publish(gateway_topic(GW, Topic.COMMAND), payload, qos=1)
-
-    def raw_command(self, payload: bytes) -> None:
-        self.client.publish(gateway_topic(GW, Topic.COMMAND), payload, qos=1)
-
-    def status_of(self, cmd_id: str) -> list[str]:
-        with self.lock:
-            return [s.state.value for s in self.statuses if s.cmd_id == cmd_id]
-
-    def final(self, cmd_id: str) -> CommandStatus:
-        with self.lock:
-            return [s for s in self.statuses if s.cmd_id == cmd_id][-1]
-
-
-def wait_for(
-    condition: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition"
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def start(args: list[str], ready: str, lines: list[str]) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [str(AMR), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while not any(ready in line for line in lines):
-        assert time.monotonic() < deadline, "did not start:\n" + "".join(lines)
-        line = process.stdout.readline()
-        assert line, "exited:\n" + "".join(lines)
-        lines.append(line)
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return process
-
-
-def stop(process: subprocess.Popen[str]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 @pytest.fixture(scope="module")
