@@ -83,7 +83,7 @@ def system(tmp_path: Path) -> Iterator[System]:
     headend = HeadEnd(client)
     client.on_message = headend.on_message
     client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"amr/v1/gw/{GW}/#", qos=1)
-    client.reconnect_delay_set(0.1, 1)
+    client.reconnect_delay_set(1, 2)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 3600
     client.connect("127.0.0.1", broker.port, clean_start=False, properties=properties)
