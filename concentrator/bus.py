@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .modbus_master import MeterTimeout, TransactionError
+from .modbus_master import LinkDown, MeterTimeout, TransactionError
 
 __all__ = [
     "BreakerPolicy",
@@ -182,7 +182,9 @@ class BusActor:
         def finished(result: object) -> object:
             self.stats.busy_s += self.clock.seconds() - started
             breaker = self.breaker(job.meter)
-            if isinstance(result, Failure) and result.check(TransactionError):
+            if isinstance(result, Failure) and result.check(LinkDown):
+                self.stats.failures += 1  # the bus is down, not the meter: its breaker stays
+            elif isinstance(result, Failure) and result.check(TransactionError):
                 self.stats.failures += 1
                 if result.check(MeterTimeout):
                     self.stats.timeouts += 1

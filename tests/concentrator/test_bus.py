@@ -7,7 +7,7 @@ from typing import Any
 from twisted.internet import defer, task
 
 from concentrator.bus import BreakerPolicy, BusActor, MeterUnavailable, Priority
-from concentrator.modbus_master import MeterTimeout
+from concentrator.modbus_master import LinkDown, MeterTimeout
 
 
 def actor() -> tuple[BusActor, task.Clock, list[tuple[str, bool]]]:
@@ -89,3 +89,17 @@ def test_backoff_doubles_up_to_the_maximum() -> None:
     for _ in range(10):
         breaker.failure(0)
     assert breaker.open_until == 120
+
+
+def test_a_lost_link_does_not_count_against_the_meters() -> None:
+    bus, clock, changes = actor()
+
+    async def unplugged() -> None:
+        raise LinkDown("serial port gone")
+
+    for _ in range(5):
+        bus.submit(Priority.POLL, "m1", unplugged).addErrback(lambda _: None)
+        clock.advance(0)
+        clock.advance(0)
+    assert changes == [] and bus.breaker("m1").allows(clock.seconds())
+    assert bus.stats.failures == 5
