@@ -35,6 +35,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"amr concentrator: gateway {config.gateway_id}, broker {config.mqtt.host}:"
               f"{config.mqtt.port}, journal {config.journal.path}", flush=True)  # fmt: skip
         print(f"  buses: {buses}", flush=True)
+        if service.status_port is not None:
+            host = service.status_port.getHost()
+            print(
+                f"  status page: http://{host.host}:{host.port}/ (metrics at /metrics)", flush=True
+            )
         print("Ctrl-C stops the concentrator.", flush=True)
 
     return run(start, level=args.log_level)

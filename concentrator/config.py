@@ -111,7 +111,8 @@ class ConcentratorConfig(_Model):
     }
     batch: BatchConfig = BatchConfig()
     buses: Annotated[list[BusConfig], Field(min_length=1)]
-    status_http: Annotated[int, Field(ge=0, le=65535)] | None = None
+    status_http: Annotated[int, Field(ge=0, le=65535)] | None = None  # status page + /metrics
+    status_http_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _unique_bus_names(self) -> ConcentratorConfig:

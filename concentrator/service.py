@@ -50,6 +50,7 @@ log = Logger()
 DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "config" / "profiles"
 REOPEN_S = 2.0
 HEALTH_INTERVAL_S = 60.0
+SNAPSHOT_INTERVAL_S = 5.0
 
 
 @dataclass(slots=True)
@@ -186,7 +187,14 @@ class ConcentratorService(Service):
         self.reactor = reactor
         self._health = task.LoopingCall(self._publish_health)
         self._health.clock = reactor
-        self._health_seq = 0
+        self._snapshot_call = task.LoopingCall(self._refresh_snapshot)
+        self._snapshot_call.clock = reactor
+        self.snapshot: dict[str, Any] = {
+            "gateway": runtime.config.gateway_id,
+            "metrics": {},
+            "meters": [],
+        }
+        self.status_port: Any = None
 
     # -- buses ----------------------------------------------------------------------------------
 
@@ -240,6 +248,17 @@ class ConcentratorService(Service):
         runtime.mqtt.start(config.host, config.port, keepalive=config.keepalive_s,
                            clean_start=False, properties=properties)  # fmt: skip
         self._health.start(HEALTH_INTERVAL_S, now=False)
+        self._snapshot_call.start(SNAPSHOT_INTERVAL_S, now=True)
+        if runtime.config.status_http is not None:
+            from twisted.web.server import Site
+
+            from .status import StatusResource
+
+            site = Site(StatusResource(lambda: self.snapshot))
+            site.noisy = False
+            self.status_port = self.reactor.listenTCP(
+                runtime.config.status_http, site, interface=runtime.config.status_http_host
+            )
 
     @defer.inlineCallbacks
     def stopService(self) -> Any:  # noqa: N802 - Twisted's name
@@ -247,6 +266,10 @@ class ConcentratorService(Service):
         runtime = self.runtime
         if self._health.running:
             self._health.stop()
+        if self._snapshot_call.running:
+            self._snapshot_call.stop()
+        if self.status_port is not None:
+            yield self.status_port.stopListening()
         for bus in runtime.buses:
             bus.poller.stop()
             bus.actor.stop()
@@ -294,10 +317,33 @@ class ConcentratorService(Service):
             })  # fmt: skip
         return metrics
 
+    def meters_status(self) -> list[dict[str, Any]]:
+        now = self.reactor.seconds()
+        rows = []
+        for bus in self.runtime.buses:
+            poller = bus.poller
+            for meter in poller.meters:
+                key = meter.meter_id or f"unit-{meter.unit_id}"
+                last = poller.last_good.get(key)
+                rows.append({"meter": key, "bus": bus.config.name, "address": meter.unit_id,
+                             "last_good_age_s": None if last is None else round(now - last, 1),
+                             "error_streak": poller.error_streak.get(key, 0),
+                             "alarms": sorted(poller.alarms.active(key))})  # fmt: skip
+        return rows
+
+    def _refresh_snapshot(self) -> defer.Deferred[None]:
+        async def refresh() -> None:
+            metrics = await self.health()
+            self.snapshot = {"gateway": self.runtime.config.gateway_id, "time": self.reactor.seconds(),
+                             "metrics": metrics, "meters": self.meters_status()}  # fmt: skip
+
+        done = defer.ensureDeferred(refresh())
+        done.addErrback(lambda failure: log.failure("Status snapshot failed", failure))
+        return done
+
     def _publish_health(self) -> defer.Deferred[None]:
         async def publish() -> None:
             metrics = await self.health()
-            self._health_seq += 1
             runtime = self.runtime
             _, payload = encode_message(
                 Health(runtime.config.gateway_id, 0, self.reactor.seconds(), metrics)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -54,8 +55,6 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HeadEnd, 
     sim = start(["sim", "--config", str(folder / "sim.yaml")], "Ctrl-C", sim_lines)
     port = int(re.search(r"modbus-tcp 127\.0\.0\.1:(\d+)", "".join(sim_lines)).group(1))  # type: ignore[union-attr]
     control = re.search(r"control API: (http://\S+)/meters", "".join(sim_lines)).group(1)  # type: ignore[union-attr]
-    import urllib.request
-
     with urllib.request.urlopen(f"{control}/meters", timeout=5) as reply:
         drns = {str(m["address"]): m["drn"] for m in json.load(reply)}
     gw_config = {
@@ -64,6 +63,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HeadEnd, 
         "journal": {"path": str(folder / "journal.db")},
         "poll_groups": {"status": {"interval_s": 2, "alarm": True}, "energy": {"interval_s": 5}},
         "batch": {"max_readings": 3, "max_delay_s": 1},
+        "status_http": 0,
         "buses": [{"name": "tcp1", "type": "modbus-tcp", "host": "127.0.0.1", "port": port,
                    "timeout_ms": 500,
                    "meters": [{"address": 1}, {"address": 2}, {"address": 3}]}],
@@ -79,6 +79,9 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HeadEnd, 
     client.loop_start()
     gw_lines: list[str] = []
     gateway = start(["concentrator", "--config", str(folder / "gw.yaml")], "Ctrl-C", gw_lines)
+    status = re.search(r"status page: (http://\S+)/ ", "".join(gw_lines))
+    assert status, "".join(gw_lines)
+    drns["status"] = status.group(1)
     try:
         yield headend, drns
     finally:
@@ -100,7 +103,8 @@ def token_for(drn: str, tenths: int, minutes: int) -> str:
 
 def test_readings_arrive_on_the_readings_topic(system: tuple[HeadEnd, dict[str, str]]) -> None:
     headend, drns = system
-    wait_for(lambda: {r.meter for b in headend.readings for r in b.readings} >= set(drns.values()),
+    meters = {drn for address, drn in drns.items() if address.isdigit()}
+    wait_for(lambda: {r.meter for b in headend.readings for r in b.readings} >= meters,
              what="readings from every meter")  # fmt: skip
     batch = headend.readings[0]
     assert batch.gateway == GW and batch.seq >= 1
@@ -173,3 +177,25 @@ def test_bad_commands_get_a_clear_status_and_the_daemon_runs_on(
     assert "no meter" in headend.final("who-1").detail
     before = len(headend.readings)
     wait_for(lambda: len(headend.readings) > before + 1, what="readings after the bad commands")
+
+
+def test_status_page_and_metrics(system: tuple[HeadEnd, dict[str, str]]) -> None:
+    _, drns = system
+    base = drns["status"]
+    wait_for(
+        lambda: drns["3"].encode() in _get(f"{base}/"), what="the status page to list the meters"
+    )
+    page = _get(f"{base}/").decode()
+    assert "Gateway gw-test" in page and drns["1"] in page
+    metrics = _get(f"{base}/metrics").decode()
+    assert 'amr_gateway_bus_requests{bus="tcp1",gateway="gw-test"}' in metrics
+    assert "amr_gateway_mqtt_connected" in metrics
+    health = json.loads(_get(f"{base}/health.json"))
+    assert health["metrics"]["mqtt.connected"] is True
+    assert {m["meter"] for m in health["meters"]} == {drns["1"], drns["2"], drns["3"]}
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        body: bytes = reply.read()
+    return body
