@@ -43,7 +43,14 @@ from protocols.modbus import Value
 from protocols.sts import TokenResult
 
 from .journal import EntryKind
-from .modbus_driver import ModbusMeter, push_token, read_points, switch_relay, write_point
+from .modbus_driver import (
+    ModbusMeter,
+    push_token,
+    read_points,
+    switch_relay,
+    write_point,
+    write_tou,
+)
 from .modbus_master import TransactionError
 from .polling import BusPoller
 from .uplink import Journal
@@ -222,12 +229,20 @@ class CommandProcessor:
                 f"meter clock within {drift} s",
                 {"meter_clock": check["meter_clock"]},
             )
-        return (
-            CommandState.REJECTED,
-            None,
-            f"{command.type.value} is not supported by this gateway",
-            {},
-        )
+        if command.type is CommandType.TOU:
+            args = command.args
+            version, activation = args.get("version"), args.get("activation", 0)
+            if not isinstance(version, int) or not isinstance(activation, int):
+                raise ValueError("a TOU command carries integer 'version' and 'activation'")
+            held = await write_tou(master, meter, version, activation,
+                                   list(args.get("weekday", [])), list(args.get("weekend", [])))  # fmt: skip
+            if held["version"] != version:
+                return CommandState.FAILED, None, "the meter did not keep the table", dict(held)
+            active = held["active_version"] == version
+            detail = "in force" if active else "accepted, pending until its activation time"
+            return CommandState.APPLIED, None, detail, dict(held)
+        values = await read_points(master, meter, meter.profile.group("identity"))  # REDISCOVER
+        return CommandState.APPLIED, None, "identity read", {"drn": str(values.get("drn", ""))}
 
 
 def _result_label(code: int) -> str:

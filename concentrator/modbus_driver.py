@@ -129,3 +129,34 @@ async def switch_relay(
     await write_point(master, meter, "relay_command", 2 if connect else 1)
     values = await read_points(master, meter, [meter.profile.point("relay_state")])
     return {"relay_state": values["relay_state"], "expected": 0 if connect else 1}
+
+
+def tou_registers(weekday: list[list[int]], weekend: list[list[int]]) -> list[int]:
+    """The 32 switch-point registers of the reference map (8 weekday, 8 weekend; unused 0xFFFF)."""
+    registers: list[int] = []
+    for points in (weekday, weekend):
+        if not 1 <= len(points) <= 8:
+            raise ValueError("a day type has 1..8 switch points")
+        for start, band in points:
+            if not (0 <= start < 1440 and 1 <= band <= 4):
+                raise ValueError(
+                    f"switch point ({start}, {band}) is not (minute 0..1439, band 1..4)"
+                )
+        padded = [list(p) for p in points] + [[0xFFFF, 0]] * (8 - len(points))
+        registers += [value for point in padded for value in point]
+    return registers
+
+
+async def write_tou(master: ModbusMaster, meter: ModbusMeter, version: int, activation_s: int,
+                    weekday: list[list[int]], weekend: list[list[int]]) -> Mapping[str, Any]:  # fmt: skip
+    """Write a TOU table, commit it, and read back the version the meter now holds."""
+    await write_point(master, meter, "tou_version", version)
+    await write_point(master, meter, "tou_activation", activation_s)
+    first = meter.profile.point("tou_weekday_0_start").address
+    await master.execute(
+        Request(meter.unit_id, 16, first, values=tuple(tou_registers(weekday, weekend)))
+    )
+    await write_point(master, meter, "tou_commit", 1)
+    names = ("tou_version", "tou_active_version")
+    values = await read_points(master, meter, [meter.profile.point(n) for n in names])
+    return {"version": values["tou_version"], "active_version": values["tou_active_version"]}

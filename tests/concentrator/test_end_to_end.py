@@ -17,11 +17,14 @@ from datetime import datetime
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.link import (
     Command,
     CommandType,
+    sign_command,
 )
 from protocols.sts import (
     BaseDate,
@@ -35,6 +38,8 @@ from protocols.sts import (
 )
 from tests.support.gateway import GW, HeadEnd, start, stop, wait_for
 from tests.support.mosquitto import Mosquitto
+
+SIGNING_KEY: list[Ed25519PrivateKey] = []
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +73,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HeadEnd, 
                    "timeout_ms": 500,
                    "meters": [{"address": 1}, {"address": 2}, {"address": 3}]}],
     }  # fmt: skip
+    key = Ed25519PrivateKey.generate()
+    (folder / "headend.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))  # fmt: skip
+    gw_config["headend_public_key_file"] = str(folder / "headend.pub")
+    SIGNING_KEY.append(key)
     (folder / "gw.yaml").write_text(yaml.safe_dump(gw_config))
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id="headend-test", protocol=mqtt.MQTTv5
@@ -172,7 +182,7 @@ def test_bad_commands_get_a_clear_status_and_the_daemon_runs_on(
         )
     )
     assert "malformed" in headend.final("bad-1").detail
-    assert "public key" in headend.final("relay-1").detail  # unsigned relay commands are refused
+    assert "not signed" in headend.final("relay-1").detail  # unsigned relay commands are refused
     assert headend.status_of("late-1")[-1] == "expired"
     assert "no meter" in headend.final("who-1").detail
     before = len(headend.readings)
@@ -199,3 +209,36 @@ def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=5) as reply:
         body: bytes = reply.read()
     return body
+
+
+def test_signed_relay_and_tou_commands_are_applied_and_verified(
+    system: tuple[HeadEnd, dict[str, str]],
+) -> None:
+    headend, drns = system
+    key = SIGNING_KEY[0]
+    now = time.time()
+
+    def send(cmd_id: str, kind: CommandType, args: dict[str, object]) -> None:
+        headend.command(sign_command(Command(cmd_id, kind, drns["3"], now + 60, 2, args), key))
+
+    send("off-1", CommandType.RELAY, {"action": "disconnect"})
+    wait_for(lambda: headend.status_of("off-1")[-1:] == ["applied"], what="relay disconnect")
+    assert headend.final("off-1").result == {"relay_state": 1}
+    send("on-1", CommandType.RELAY, {"action": "connect"})
+    wait_for(lambda: headend.status_of("on-1")[-1:] == ["applied"], what="relay connect")
+    assert headend.final("on-1").result == {"relay_state": 0}
+    table = {
+        "version": 3,
+        "activation": 0,
+        "weekday": [[0, 1], [360, 2], [1080, 3]],
+        "weekend": [[0, 1]],
+    }
+    send("tou-1", CommandType.TOU, table)
+    wait_for(lambda: headend.status_of("tou-1")[-1:] == ["applied"], what="the TOU table")
+    assert headend.final("tou-1").result == {"version": 3, "active_version": 3}
+    send("tou-2", CommandType.TOU, {**table, "version": 4, "weekday": [[600, 1], [0, 2]]})
+    wait_for(
+        lambda: headend.status_of("tou-2")[-1:] in (["failed"], ["rejected"]),
+        what="a bad TOU table",
+    )
+    assert "switch" in headend.final("tou-2").detail or "exception" in headend.final("tou-2").detail
