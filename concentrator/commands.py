@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -42,15 +43,8 @@ from protocols.link import (
 from protocols.modbus import Value
 from protocols.sts import TokenResult
 
+from .access import CommandUnsupported, MeterAccess
 from .journal import EntryKind
-from .modbus_driver import (
-    ModbusMeter,
-    push_token,
-    read_points,
-    switch_relay,
-    write_point,
-    write_tou,
-)
 from .modbus_master import TransactionError
 from .polling import BusPoller
 from .uplink import Journal
@@ -66,7 +60,7 @@ ACCEPTED_RESULTS = {int(TokenResult.ACCEPT), int(TokenResult.FIRST_KCT_ENTERED),
 
 class CommandProcessor:
     def __init__(self, journal: Journal, gateway_id: str, clock: Any,
-                 find_meter: Callable[[str], tuple[BusPoller, ModbusMeter] | None],
+                 find_meter: Callable[[str], tuple[BusPoller, MeterAccess] | None],
                  public_key: Ed25519PublicKey | None, on_appended: Callable[[], None]) -> None:  # fmt: skip
         self.journal = journal
         self.gateway_id = gateway_id
@@ -150,6 +144,9 @@ class CommandProcessor:
         except TransactionError as exc:
             await self.status(cmd_id, CommandState.FAILED, detail=str(exc))
             return
+        except CommandUnsupported as exc:
+            await self._reject(cmd_id, str(exc))
+            return
         except (LinkError, ValueError, KeyError) as exc:
             await self._reject(cmd_id, f"invalid arguments: {exc}")
             return
@@ -159,10 +156,10 @@ class CommandProcessor:
         self.rejected += 1
         await self.status(cmd_id, CommandState.REJECTED, detail=reason)
 
-    async def _execute(self, command: Command, poller: BusPoller, meter: ModbusMeter) -> Outcome:
-        master = poller.master
+    async def _execute(self, command: Command, poller: BusPoller, meter: MeterAccess) -> Outcome:
+        args = command.args
         if command.type is CommandType.TOKEN:
-            tokens = command.args.get("tokens")
+            tokens = args.get("tokens")
             if (
                 not isinstance(tokens, list)
                 or not tokens
@@ -174,7 +171,7 @@ class CommandProcessor:
                 digits = "".join(ch for ch in token if ch.isdigit())
                 if len(digits) != 20:
                     raise ValueError(f"a token has 20 digits, got {len(digits)}")
-                last = await push_token(master, meter, digits)
+                last = await meter.push_token(digits)
                 if last.result_code not in ACCEPTED_RESULTS:
                     break
             assert last is not None
@@ -183,66 +180,56 @@ class CommandProcessor:
                 "token_count": last.token_count,
                 "tid": last.last_tid,
             }
-            label = _result_label(last.result_code)
-            if last.result_code == int(TokenResult.ACCEPT):
-                return CommandState.APPLIED, last.result_code, label, result
-            if last.result_code in ACCEPTED_RESULTS:
-                return CommandState.APPLIED, last.result_code, label, result
-            return CommandState.REJECTED, last.result_code, label, result
+            state = (
+                CommandState.APPLIED
+                if last.result_code in ACCEPTED_RESULTS
+                else CommandState.REJECTED
+            )
+            return state, last.result_code, _result_label(last.result_code), result
         if command.type is CommandType.RELAY:
-            action = command.args.get("action")
+            action = args.get("action")
             if action not in ("connect", "disconnect"):
                 raise ValueError("relay action is connect or disconnect")
-            read_back = await switch_relay(master, meter, action == "connect")
+            read_back = await meter.switch_relay(action == "connect", args)
             ok = read_back["relay_state"] == read_back["expected"]
             state = CommandState.APPLIED if ok else CommandState.FAILED
             detail = "relay state verified" if ok else "relay state did not change"
             return state, None, detail, {"relay_state": read_back["relay_state"]}
         if command.type is CommandType.READ:
-            groups = command.args.get("groups") or list(poller.groups)
-            points = [p for g in groups for p in meter.profile.group(str(g)) if p.access.readable]
-            values: dict[str, Value] = await read_points(master, meter, points)
+            groups = args.get("groups") or [g for g in poller.groups if g in meter.groups()]
+            values: dict[str, Value] = {}
+            for group in groups:
+                values.update(await meter.read_group(str(group)))
             poller.record(meter, values)
             return CommandState.APPLIED, None, f"{len(values)} values read", {}
         if command.type is CommandType.MAX_POWER:
-            watts = command.args.get("watts")
+            watts = args.get("watts")
             if not isinstance(watts, int) or watts < 0:
                 raise ValueError("max_power carries {'watts': integer >= 0}")
-            await write_point(master, meter, "max_power_limit", watts)
-            check = await read_points(master, meter, [meter.profile.point("max_power_limit")])
-            ok = check["max_power_limit"] == watts
-            return (
-                (CommandState.APPLIED if ok else CommandState.FAILED),
-                None,
-                "",
-                {"watts": check["max_power_limit"]},
-            )
+            limit = await meter.set_max_power(watts)
+            state = CommandState.APPLIED if limit == watts else CommandState.FAILED
+            return state, None, "", {"watts": limit}
         if command.type is CommandType.TIME_SYNC:
             now = int(self.clock.seconds())
-            await write_point(master, meter, "clock_set", now)
-            check = await read_points(master, meter, [meter.profile.point("meter_clock")])
-            drift = abs(int(check["meter_clock"]) - now)
+            meter_clock = await meter.set_clock(now)
+            drift = abs(int(meter_clock) - now) if isinstance(meter_clock, int | Decimal) else None
+            if drift is None:
+                return CommandState.APPLIED, None, "time sync sent (no clock read back)", {}
             state = CommandState.APPLIED if drift <= 5 else CommandState.FAILED
-            return (
-                state,
-                None,
-                f"meter clock within {drift} s",
-                {"meter_clock": check["meter_clock"]},
-            )
+            return state, None, f"meter clock within {drift} s", {"meter_clock": meter_clock}
         if command.type is CommandType.TOU:
-            args = command.args
             version, activation = args.get("version"), args.get("activation", 0)
             if not isinstance(version, int) or not isinstance(activation, int):
                 raise ValueError("a TOU command carries integer 'version' and 'activation'")
-            held = await write_tou(master, meter, version, activation,
-                                   list(args.get("weekday", [])), list(args.get("weekend", [])))  # fmt: skip
-            if held["version"] != version:
-                return CommandState.FAILED, None, "the meter did not keep the table", dict(held)
-            active = held["active_version"] == version
+            tou = await meter.write_tou(version, activation, list(args.get("weekday", [])),
+                                         list(args.get("weekend", [])))  # fmt: skip
+            if tou["version"] != version:
+                return CommandState.FAILED, None, "the meter did not keep the table", dict(tou)
+            active = tou["active_version"] == version
             detail = "in force" if active else "accepted, pending until its activation time"
-            return CommandState.APPLIED, None, detail, dict(held)
-        values = await read_points(master, meter, meter.profile.group("identity"))  # REDISCOVER
-        return CommandState.APPLIED, None, "identity read", {"drn": str(values.get("drn", ""))}
+            return CommandState.APPLIED, None, detail, dict(tou)
+        await meter.identify()  # REDISCOVER
+        return CommandState.APPLIED, None, "identity read", {"meter": meter.meter_id}
 
 
 def _result_label(code: int) -> str:

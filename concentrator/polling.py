@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from protocols.link import Event, EventBatch, EventState, Reading, ReadingBatch, encode_message
 from protocols.modbus import Value
 
+from .access import MeterAccess
 from .bus import BusActor, Priority
 from .journal import EntryKind
-from .modbus_driver import ModbusMeter, read_points
-from .modbus_master import ModbusMaster, TransactionError
+from .modbus_master import TransactionError
 from .uplink import Journal
 
 __all__ = ["AlarmTracker", "BusPoller", "PollGroup", "Recorder", "next_aligned"]
@@ -154,11 +154,9 @@ class AlarmTracker:
 class BusPoller:
     """Schedules the poll groups of one bus's meters and records what comes back."""
 
-    def __init__(self, bus: BusActor, master: ModbusMaster, meters: list[ModbusMeter],
-                 groups: dict[str, PollGroup], recorder: Recorder, alarms: AlarmTracker,
-                 clock: Any) -> None:  # fmt: skip
+    def __init__(self, bus: BusActor, meters: list[MeterAccess], groups: dict[str, PollGroup],
+                 recorder: Recorder, alarms: AlarmTracker, clock: Any) -> None:  # fmt: skip
         self.bus = bus
-        self.master = master
         self.meters = meters
         self.groups = groups
         self.recorder = recorder
@@ -167,7 +165,6 @@ class BusPoller:
         self._calls: dict[str, IDelayedCall] = {}
         self.last_good: dict[str, float] = {}
         self.error_streak: dict[str, int] = {}
-        self.identified = {m.meter_id for m in meters if m.meter_id}
 
     def start(self) -> None:
         for group in self.groups.values():
@@ -192,67 +189,50 @@ class BusPoller:
     def poll_now(
         self, group: PollGroup | None, meter_ids: set[str] | None = None
     ) -> list[defer.Deferred[Any]]:
-        """Poll ``group`` (every group for None) on the meters (all for None) now."""
+        """Poll ``group`` (every configured group for None) on the meters (all for None) now."""
         started = []
         for meter in self.meters:
             if meter_ids is not None and meter.meter_id not in meter_ids:
                 continue
             names = list(self.groups) if group is None else [group.name]
             for name in names:
-                points = [p for p in meter.profile.group(name) if p.access.readable]
-                if not points:
+                if name not in meter.groups():
                     continue
                 alarm = self.groups[name].alarm if name in self.groups else False
-                started.append(
-                    self._poll(meter, points, Priority.ALARM if alarm else Priority.POLL)
-                )
+                started.append(self._poll(meter, name, Priority.ALARM if alarm else Priority.POLL))
         return started
 
-    def _poll(
-        self, meter: ModbusMeter, points: list[Any], priority: Priority
-    ) -> defer.Deferred[Any]:
+    def _poll(self, meter: MeterAccess, group: str, priority: Priority) -> defer.Deferred[Any]:
         async def work() -> dict[str, Value]:
             if not meter.meter_id:
-                await self._identify(meter)
-            return await read_points(self.master, meter, points)
+                await meter.identify()
+            return await meter.read_group(group)
 
-        key = meter.meter_id or f"unit-{meter.unit_id}"
-        done = self.bus.submit(priority, key, work)
+        done = self.bus.submit(priority, meter.key, work)
         done.addCallbacks(
             lambda values: self.record(meter, values), lambda f: self._failed(meter, f)
         )
         return done
 
-    async def _identify(self, meter: ModbusMeter) -> None:
-        values = await read_points(self.master, meter, [meter.profile.point("drn")])
-        drn = int(values["drn"])
-        meter.meter_id = f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
-        self.identified.add(meter.meter_id)
-
-    def record(self, meter: ModbusMeter, values: dict[str, Value]) -> None:
+    def record(self, meter: MeterAccess, values: dict[str, Value]) -> None:
+        """A successful read: a reading, and alarm edges from its status flags."""
+        if not values:
+            return
         now = self.clock.seconds()
-        self.last_good[meter.meter_id] = now
-        self.error_streak[meter.meter_id] = 0
+        self.last_good[meter.key] = now
+        self.error_streak[meter.key] = 0
         meter_time = values.get("meter_clock")
-        reading_values: dict[str, Value] = {}
-        for name, value in values.items():
-            point = meter.profile.point(name)
-            if point.flags and isinstance(value, int):
-                reading_values[name] = value
-                self._flags(meter, point.flag_names(value), now)
-            else:
-                reading_values[name] = value
         self.recorder.reading(Reading(
-            meter=meter.meter_id, time=now, values=reading_values,
+            meter=meter.key, time=now, values=dict(values),
             meter_time=float(meter_time) if isinstance(meter_time, int | Decimal) else None,
         ))  # fmt: skip
-        self.recorder.events(self.alarms.update(meter.meter_id, set(), now, {UNREACHABLE}))
+        flags = meter.flags(values)
+        if flags is not None:
+            self.recorder.events(self.alarms.update(meter.key, set(flags), now))
+        self.recorder.events(self.alarms.update(meter.key, set(), now, {UNREACHABLE}))
 
-    def _flags(self, meter: ModbusMeter, flags: frozenset[str], now: float) -> None:
-        self.recorder.events(self.alarms.update(meter.meter_id, set(flags), now))
-
-    def _failed(self, meter: ModbusMeter, failure: Any) -> None:
-        key = meter.meter_id or f"unit-{meter.unit_id}"
+    def _failed(self, meter: MeterAccess, failure: Any) -> None:
+        key = meter.key
         self.error_streak[key] = self.error_streak.get(key, 0) + 1
         if not failure.check(TransactionError):
             log.failure("Polling {meter} failed", failure, meter=key)
@@ -263,6 +243,6 @@ class BusPoller:
             )
 
     def submit_command(
-        self, meter: ModbusMeter, work: Callable[[], Awaitable[Any]]
+        self, meter: MeterAccess, work: Callable[[], Awaitable[Any]]
     ) -> defer.Deferred[Any]:
-        return self.bus.submit(Priority.COMMAND, meter.meter_id, work)
+        return self.bus.submit(Priority.COMMAND, meter.key, work)

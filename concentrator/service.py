@@ -33,6 +33,7 @@ from protocols.modbus import Profile, parse_profile
 from protocols.modbus.adapter import Framing
 
 from . import __version__
+from .access import MeterAccess, ModbusAccess
 from .bus import BusActor
 from .commands import CommandProcessor
 from .config import ConcentratorConfig, RtuBusConfig, TcpBusConfig
@@ -128,7 +129,7 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
                         config.batch.max_delay_s)  # fmt: skip
     alarms = AlarmTracker()
 
-    def find_meter(meter_id: str) -> tuple[BusPoller, ModbusMeter] | None:
+    def find_meter(meter_id: str) -> tuple[BusPoller, MeterAccess] | None:
         for bus in runtime_buses:
             for meter in bus.poller.meters:
                 if meter.meter_id == meter_id:
@@ -160,14 +161,15 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
                                   inter_frame_gap_s=gap)  # fmt: skip
         else:
             master = ModbusMaster(reactor, Framing.TCP, timeout_s=bus_config.timeout_ms / 1000)
-        bus_meters = []
+        bus_meters: list[MeterAccess] = []
         for meter_config in bus_config.meters:
             if meter_config.profile not in profiles:
                 raise ValueError(f"buses.{bus_config.name}: no profile {meter_config.profile!r}")
-            bus_meters.append(ModbusMeter(meter_config.meter_id or "", meter_config.address,
-                                          profiles[meter_config.profile]))  # fmt: skip
+            modbus_meter = ModbusMeter(meter_config.meter_id or "", meter_config.address,
+                                       profiles[meter_config.profile])  # fmt: skip
+            bus_meters.append(ModbusAccess(master, modbus_meter))
         actor = BusActor(bus_config.name, reactor)
-        poller = BusPoller(actor, master, bus_meters, groups, recorder, alarms, reactor)
+        poller = BusPoller(actor, bus_meters, groups, recorder, alarms, reactor)
         runtime_buses.append(BusRuntime(bus_config, master, actor, poller))
     runtime = Runtime(config, journal, reactor_mqtt, uplink, recorder, commands, runtime_buses)
     return ConcentratorService(runtime, reactor)
@@ -323,9 +325,9 @@ class ConcentratorService(Service):
         for bus in self.runtime.buses:
             poller = bus.poller
             for meter in poller.meters:
-                key = meter.meter_id or f"unit-{meter.unit_id}"
+                key = meter.key
                 last = poller.last_good.get(key)
-                rows.append({"meter": key, "bus": bus.config.name, "address": meter.unit_id,
+                rows.append({"meter": key, "bus": bus.config.name, "address": meter.label,
                              "last_good_age_s": None if last is None else round(now - last, 1),
                              "error_streak": poller.error_streak.get(key, 0),
                              "alarms": sorted(poller.alarms.active(key))})  # fmt: skip
