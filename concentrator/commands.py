@@ -106,6 +106,8 @@ class CommandProcessor:
                 )
             return defer.succeed(None)
         assert isinstance(command, Command)
+        log.info("Command {cmd_id} ({kind}) for {meter}", cmd_id=command.cmd_id,
+                 kind=command.type.value, meter=command.meter)  # fmt: skip
         if command.cmd_id in self.seen:
             return defer.succeed(None)
         self.seen.add(command.cmd_id)

@@ -83,7 +83,39 @@ class TcpBusConfig(_BusBase):
     port: Annotated[int, Field(ge=1, le=65535)] = 502
 
 
-BusConfig = Annotated[RtuBusConfig | TcpBusConfig, Field(discriminator="type")]
+class Dlt645MeterConfig(_Model):
+    address: Annotated[str, Field(pattern=r"^\d{12}$")]
+    meter_id: str | None = None  # default: the meter's DL/T 645 address
+
+
+class _Dlt645Base(_Model):
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
+    device: str
+    parity: Literal["N", "E", "O"] = "E"
+    relay_password_file: Path | None = None  # the level-03 password for plaintext 1CH commands
+    meters: Annotated[list[Dlt645MeterConfig], Field(min_length=1)]
+
+
+class Dlt645BusConfig(_Dlt645Base):
+    """DL/T 645-2007 meters directly on an RS485 line."""
+
+    type: Literal["dlt645"]
+    baud: Literal[1200, 2400, 4800, 9600] = 2400
+    timeout_ms: Annotated[float, Field(gt=0, le=60_000)] = 2000.0
+
+
+class PlcBusConfig(_Dlt645Base):
+    """DL/T 645 meters behind a Q/GDW 1376.2 PLC module on a serial port."""
+
+    type: Literal["plc"]
+    baud: Literal[2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    master_address: Annotated[str, Field(pattern=r"^\d{12}$")] = "000000000099"
+    timeout_ms: Annotated[float, Field(gt=0, le=600_000)] = 60_000.0
+
+
+BusConfig = Annotated[
+    RtuBusConfig | TcpBusConfig | Dlt645BusConfig | PlcBusConfig, Field(discriminator="type")
+]
 
 
 class PollGroupConfig(_Model):
@@ -128,7 +160,7 @@ def _path(location: tuple[int | str, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif part in ("modbus-rtu", "modbus-tcp"):
+        elif part in ("modbus-rtu", "modbus-tcp", "dlt645", "plc"):
             continue
         else:
             text += f".{part}" if text else str(part)

@@ -36,7 +36,15 @@ from . import __version__
 from .access import MeterAccess, ModbusAccess
 from .bus import BusActor
 from .commands import CommandProcessor
-from .config import ConcentratorConfig, RtuBusConfig, TcpBusConfig
+from .config import (
+    ConcentratorConfig,
+    Dlt645BusConfig,
+    PlcBusConfig,
+    RtuBusConfig,
+    TcpBusConfig,
+)
+from .dlt645_driver import Dlt645Access
+from .dlt645_link import Dlt645Line, LineProtocol, PlcModuleLink
 from .journal import JournalStore
 from .modbus_driver import ModbusMeter
 from .modbus_master import ModbusLinkProtocol, ModbusMaster
@@ -56,8 +64,8 @@ SNAPSHOT_INTERVAL_S = 5.0
 
 @dataclass(slots=True)
 class BusRuntime:
-    config: RtuBusConfig | TcpBusConfig
-    master: ModbusMaster
+    config: RtuBusConfig | TcpBusConfig | Dlt645BusConfig | PlcBusConfig
+    master: ModbusMaster | Dlt645Line | PlcModuleLink
     actor: BusActor
     poller: BusPoller
     connector: Any = None
@@ -150,6 +158,24 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
         for name, g in config.poll_groups.items()
     }
     for bus_config in config.buses:
+        if isinstance(bus_config, Dlt645BusConfig | PlcBusConfig):
+            timeout_s = bus_config.timeout_ms / 1000
+            link: Dlt645Line | PlcModuleLink = (
+                Dlt645Line(reactor, timeout_s)
+                if isinstance(bus_config, Dlt645BusConfig)
+                else PlcModuleLink(reactor, bus_config.master_address, timeout_s)
+            )
+            password = "123456"
+            if bus_config.relay_password_file is not None:
+                password = bus_config.relay_password_file.read_text().strip()
+            dlt_meters: list[MeterAccess] = [
+                Dlt645Access(link, m.address, m.meter_id or m.address, relay_password=password)
+                for m in bus_config.meters
+            ]
+            actor = BusActor(bus_config.name, reactor)
+            poller = BusPoller(actor, dlt_meters, groups, recorder, alarms, reactor)
+            runtime_buses.append(BusRuntime(bus_config, link, actor, poller))
+            continue
         if isinstance(bus_config, RtuBusConfig):
             tc = 11.0 / bus_config.baud
             gap = (
@@ -204,7 +230,7 @@ class ConcentratorService(Service):
         from twisted.internet.serialport import SerialPort
 
         config = bus.config
-        assert isinstance(config, RtuBusConfig)
+        assert not isinstance(config, TcpBusConfig)
         if not self.running:
             return
 
@@ -214,9 +240,14 @@ class ConcentratorService(Service):
             if self.running:
                 self.reactor.callLater(REOPEN_S, self._open_serial, bus)
 
+        protocol: Protocol = (
+            ModbusLinkProtocol(bus.master, on_lost=lost)
+            if isinstance(bus.master, ModbusMaster)
+            else LineProtocol(bus.master, on_lost=lost)
+        )
         try:
-            bus.connector = SerialPort(ModbusLinkProtocol(bus.master, on_lost=lost), config.device,
-                                       self.reactor, baudrate=config.baud, parity=config.parity)  # fmt: skip
+            bus.connector = SerialPort(protocol, config.device, self.reactor, baudrate=config.baud,
+                                       parity=config.parity)  # fmt: skip
         except Exception as exc:  # the USB adapter is unplugged: keep trying, never crash
             bus.open_errors += 1
             if bus.open_errors in (1, 10) or bus.open_errors % 100 == 0:
@@ -235,6 +266,7 @@ class ConcentratorService(Service):
                 endpoint = TCP4ClientEndpoint(
                     self.reactor, bus.config.host, bus.config.port, timeout=10
                 )
+                assert isinstance(bus.master, ModbusMaster)
                 service = ClientService(endpoint, _LinkFactory(bus.master),
                                         retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=30.0),
                                         clock=self.reactor)  # fmt: skip
@@ -313,7 +345,9 @@ class ConcentratorService(Service):
                 f"{prefix}.requests": actor.stats.requests,
                 f"{prefix}.timeouts": actor.stats.timeouts,
                 f"{prefix}.failures": actor.stats.failures,
-                f"{prefix}.crc_errors": bus.master.crc_errors,
+                f"{prefix}.crc_errors": bus.master.crc_errors
+                if isinstance(bus.master, ModbusMaster)
+                else bus.master.bad_frames,
                 f"{prefix}.queue_depth": actor.queue_depth,
                 f"{prefix}.open_breakers": sum(1 for b in actor.breakers.values() if b.is_open),
             })  # fmt: skip

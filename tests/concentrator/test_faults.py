@@ -109,8 +109,13 @@ def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(system: System) 
     time.sleep(5)  # the gateway keeps polling into its journal meanwhile
     outage_end = time.time()
     system.broker.start()
-    wait_for(lambda: contiguous(headend.arrivals) and max(headend.arrivals) >= 14,
-             timeout_s=60, what=f"the backlog to drain: {sorted(set(headend.arrivals))}")  # fmt: skip
+    try:
+        wait_for(lambda: contiguous(headend.arrivals) and max(headend.arrivals) >= 14, timeout_s=60)
+    except AssertionError:
+        missing = sorted(set(range(1, max(headend.arrivals) + 1)) - set(headend.arrivals))
+        raise AssertionError(
+            f"missing seqs {missing}; gateway log:\n{''.join(system.lines[-20:])}"
+        ) from None
     assert system.readings_between(outage_start + 1, outage_end - 1) >= 4  # taken during the outage
     order = first_arrivals(headend.arrivals)
     assert order == sorted(order)  # delivered in order
