@@ -111,7 +111,13 @@ class CommandProcessor:
         if command.cmd_id in self.seen:
             return defer.succeed(None)
         self.seen.add(command.cmd_id)
-        return defer.ensureDeferred(self._handle(command))
+        return defer.ensureDeferred(self._handle_once(command))
+
+    async def _handle_once(self, command: Command) -> None:
+        # the journal remembers command ids across restarts: a repeated cmd_id is the same command
+        if not await self.journal.first_sight(command.cmd_id, self.clock.seconds()):
+            return
+        await self._handle(command)
 
     async def _handle(self, command: Command) -> None:
         cmd_id = command.cmd_id

@@ -125,7 +125,8 @@ class PollGroupConfig(_Model):
 
 
 class BatchConfig(_Model):
-    max_readings: Annotated[int, Field(ge=1, le=10_000)] = 100
+    # <= 1000: a batch must stay under the contract's 256 KiB payload limit (~230 B a reading)
+    max_readings: Annotated[int, Field(ge=1, le=1000)] = 100
     max_delay_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
 
 

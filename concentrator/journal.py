@@ -71,6 +71,12 @@ entries = Table(
     Column("payload", LargeBinary, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
 )
+commands_seen = Table(
+    "commands_seen",
+    metadata,
+    Column("cmd_id", String, primary_key=True),
+    Column("received", Float, nullable=False),
+)
 counters = Table(
     "counters",
     metadata,
@@ -211,6 +217,21 @@ class JournalStore:
                 self._bytes -= int(sizes[0])
                 deleted += int(sizes[1])
         return deleted
+
+    def thd_first_sight(self, cmd_id: str, now: float) -> bool:
+        """Record a command id; False when it was seen before (even before a restart)."""
+        self._check_thread()
+        with self.engine.begin() as connection:
+            seen = connection.execute(
+                select(commands_seen.c.cmd_id).where(commands_seen.c.cmd_id == cmd_id)
+            ).first()
+            if seen is not None:
+                return False
+            connection.execute(insert(commands_seen).values(cmd_id=cmd_id, received=now))
+            connection.execute(
+                delete(commands_seen).where(commands_seen.c.received < now - 30 * 86_400)
+            )
+        return True
 
     def thd_stats(self) -> JournalStats:
         self._check_thread()

@@ -75,6 +75,10 @@ class Journal:
         deleted: int = await self._call(self.store.thd_acknowledge, ranges)
         return deleted
 
+    async def first_sight(self, cmd_id: str, now: float) -> bool:
+        first: bool = await self._call(self.store.thd_first_sight, cmd_id, now)
+        return first
+
     async def stats(self) -> JournalStats:
         stats: JournalStats = await self._call(self.store.thd_stats)
         return stats
@@ -133,6 +137,9 @@ class Uplink:
     def stop(self) -> None:
         if self._watchdog.running:
             self._watchdog.stop()
+        if self.mqtt.connected:  # a clean DISCONNECT discards the last will: say offline ourselves
+            topic, payload = self.last_will()
+            self.mqtt.publish(topic, payload, qos=1, retain=True)
 
     @property
     def unacknowledged(self) -> int:

@@ -171,8 +171,10 @@ class Command:
 
     def signed_body(self) -> dict[str, Any]:
         """The fields the head-end's signature covers (everything but the signature)."""
+        # not_after as a float: a signer that wrote 1767229200 and a verifier that parsed it
+        # into 1767229200.0 must see the same canonical bytes
         return {"v": VERSION, "id": self.cmd_id, "type": self.type.value, "m": self.meter,
-                "na": self.not_after, "p": self.priority, "a": dict(self.args)}  # fmt: skip
+                "na": float(self.not_after), "p": self.priority, "a": dict(self.args)}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

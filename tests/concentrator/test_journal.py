@@ -87,3 +87,15 @@ def test_a_kill_mid_burst_loses_no_committed_entry(tmp_path: Path) -> None:
     assert seqs[:confirmed] == list(range(1, confirmed + 1))  # every confirmed write survived
     assert seqs == list(range(1, len(seqs) + 1))  # and nothing is torn or renumbered
     assert store.thd_append(EntryKind.EVENTS, "events", payload, now=1.0).seq == len(seqs) + 1
+
+
+def test_command_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
+    store = JournalStore(tmp_path / "j.db")
+    assert store.thd_first_sight("cmd-1", now=100.0) is True
+    assert store.thd_first_sight("cmd-1", now=101.0) is False
+    store.thd_close()
+    reopened = JournalStore(tmp_path / "j.db")
+    assert reopened.thd_first_sight("cmd-1", now=102.0) is False  # the same command after a restart
+    assert reopened.thd_first_sight("cmd-2", now=103.0) is True
+    assert reopened.thd_first_sight("cmd-3", now=100.0 + 31 * 86_400) is True  # old ids expire
+    assert reopened.thd_first_sight("cmd-1", now=100.0 + 31 * 86_400) is True

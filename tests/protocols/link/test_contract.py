@@ -157,3 +157,13 @@ def test_seq_ranges_cover_exactly_the_seqs(seqs: set[int]) -> None:
     assert merge_ranges(ranges + ranges) == ranges
     ack = Ack(ranges)
     assert all(ack.covers(s) for s in seqs)
+
+
+def test_a_whole_not_after_signs_the_same_as_its_float() -> None:
+    key = Ed25519PrivateKey.generate()
+    whole = Command("c-9", CommandType.RELAY, "12000010012", 1767229200, 2, {"action": "connect"})
+    topic, payload = encode_message(sign_command(whole, key))
+    assert b'"na":1767229200.0' in payload
+    received = decode_message(topic, payload)
+    assert isinstance(received, Command)
+    verify_command(received, key.public_key())
