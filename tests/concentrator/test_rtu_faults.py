@@ -10,6 +10,8 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,17 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from protocols.link import Command, CommandType
+from protocols.sts import (
+    BaseDate,
+    CreditType,
+    DecoderKeyInputs,
+    MeterPan,
+    TokenCoder,
+    TransferCredit,
+    VendingKey,
+    tid_of,
+)
 from tests.support.debian import ensure_commands
 from tests.support.gateway import GW, HeadEnd, start, stop, wait_for
 from tests.support.mosquitto import Mosquitto
@@ -143,3 +156,26 @@ def test_polling_resumes_by_itself_after_the_serial_port_comes_back(rtu: RtuSyst
     rtu.start_bridge()
     wait_for(lambda: rtu.readings(meter, unplugged_until + 0.5) >= 3, timeout_s=30,
              what="readings after the port came back")  # fmt: skip
+
+
+def test_a_token_over_the_rs485_line_is_applied_then_used(rtu: RtuSystem) -> None:
+    drn = rtu.drns[7]
+    wait_for(lambda: rtu.readings(drn, 0) >= 1, what="the meter's first reading")
+    inputs = DecoderKeyInputs(
+        pan=MeterPan.from_drn(drn), supply_group_code="123456", base_date=BaseDate.Y2014
+    )
+    coder = TokenCoder.derive(VendingKey.from_hex("ABABABABABABABAB"), inputs)
+    tid = tid_of(datetime.now(), 2014) + 3
+    digits = coder.encode(TransferCredit(CreditType.ELECTRICITY, 150, tid, rnd=1)).digits
+    now = time.time()
+    for cmd_id in ("rtu-tok-1", "rtu-tok-2"):
+        rtu.headend.command(
+            Command(cmd_id, CommandType.TOKEN, drn, now + 120, 1, {"tokens": [digits]})
+        )
+        wait_for(partial(_finished, rtu.headend, cmd_id), what=f"the final status of {cmd_id}")
+    assert rtu.headend.status_of("rtu-tok-1") == ["received", "queued", "sent", "applied"]
+    assert rtu.headend.final("rtu-tok-2").code == 10  # Used
+
+
+def _finished(headend: HeadEnd, cmd_id: str) -> bool:
+    return headend.status_of(cmd_id)[-1:] in (["applied"], ["rejected"])
