@@ -22,13 +22,22 @@ from .modbus_driver import (
     write_point,
     write_tou,
 )
-from .modbus_master import ModbusMaster
+from .modbus_master import ModbusMaster, TransactionError
 
 __all__ = ["CommandUnsupported", "MeterAccess", "ModbusAccess"]
 
 
 class CommandUnsupported(ValueError):
     """The meter (or its protocol) cannot do what the command asks."""
+
+
+class IdentityMismatch(TransactionError):
+    """The meter at this address is not the meter the configuration names (swapped addresses)."""
+
+    def __init__(self, where: str, expected: str, found: str) -> None:
+        self.expected = expected
+        self.found = found
+        super().__init__(0, f"{where} is meter {found}, but the configuration says {expected}")
 
 
 class MeterAccess(Protocol):
@@ -42,9 +51,14 @@ class MeterAccess(Protocol):
     def label(self) -> str:
         """Where the meter is on its bus (unit id or DL/T 645 address)."""
 
+    verified: bool
+
     def groups(self) -> tuple[str, ...]: ...
 
     async def identify(self) -> None: ...
+
+    async def verify_identity(self) -> None:
+        """Check that the meter answering is the configured one (IdentityMismatch if not)."""
 
     async def read_group(self, name: str) -> dict[str, Value]: ...
 
@@ -68,6 +82,7 @@ class ModbusAccess:
 
     master: ModbusMaster
     meter: ModbusMeter
+    verified: bool = False
 
     @property
     def meter_id(self) -> str:
@@ -88,10 +103,23 @@ class ModbusAccess:
     def groups(self) -> tuple[str, ...]:
         return self.meter.profile.groups
 
-    async def identify(self) -> None:
+    async def _drn(self) -> str:
         values = await read_points(self.master, self.meter, [self.meter.profile.point("drn")])
         drn = int(values["drn"])
-        self.meter.meter_id = f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
+        return f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
+
+    async def identify(self) -> None:
+        self.meter.meter_id = await self._drn()
+        self.verified = True
+
+    async def verify_identity(self) -> None:
+        if "drn" not in {p.name for p in self.meter.profile.points}:
+            self.verified = True  # a profile without a DRN (third-party meter): nothing to compare
+            return
+        found = await self._drn()
+        if found != self.meter.meter_id:
+            raise IdentityMismatch(f"unit {self.meter.unit_id}", self.meter.meter_id, found)
+        self.verified = True
 
     async def read_group(self, name: str) -> dict[str, Value]:
         points = [p for p in self.meter.profile.group(name) if p.access.readable]

@@ -144,6 +144,8 @@ class CommandProcessor:
         async def work() -> Outcome:
             if command.not_after < self.clock.seconds():
                 return CommandState.EXPIRED, None, "not_after passed while queued", {}
+            if not meter.verified:  # never act on a meter whose identity is not confirmed
+                await meter.verify_identity()
             await self.status(cmd_id, CommandState.SENT)
             return await self._execute(command, poller, meter)
 

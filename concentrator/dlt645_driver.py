@@ -29,7 +29,7 @@ from typing import Any
 from protocols import dlt645
 from protocols.modbus import Value
 
-from .access import CommandUnsupported
+from .access import CommandUnsupported, IdentityMismatch
 from .dlt645_link import Dlt645Line, PlcModuleLink
 from .modbus_driver import TokenPushResult
 from .modbus_master import TransactionError
@@ -70,6 +70,7 @@ class Dlt645Access:
     meter_id: str = ""
     relay_password: str = "123456"
     operator: str = "00000000"
+    verified: bool = False
 
     @property
     def key(self) -> str:
@@ -93,6 +94,13 @@ class Dlt645Access:
     async def identify(self) -> None:
         read = await self._read("04000401")
         self.meter_id = str(read[0]) if read else self.address
+        self.verified = True
+
+    async def verify_identity(self) -> None:
+        read = await self._read("04000401")
+        if read is not None and str(read[0]) != self.address:
+            raise IdentityMismatch(f"address {self.address}", self.address, str(read[0]))
+        self.verified = True
 
     async def read_group(self, name: str) -> dict[str, Value]:
         values: dict[str, Value] = {}

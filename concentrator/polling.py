@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from protocols.link import Event, EventBatch, EventState, Reading, ReadingBatch, encode_message
 from protocols.modbus import Value
 
-from .access import MeterAccess
+from .access import IdentityMismatch, MeterAccess
 from .bus import BusActor, Priority
 from .journal import EntryKind
-from .modbus_master import TransactionError
+from .modbus_master import LinkDown, TransactionError
 from .uplink import Journal
 
 __all__ = ["AlarmTracker", "BusPoller", "PollGroup", "Recorder", "next_aligned"]
@@ -36,6 +36,7 @@ log = Logger()
 
 STATUS_FLAGS_POINT = "status_flags"
 UNREACHABLE = "meter_unreachable"
+LINK_RETRY_S = 5.0
 
 
 def next_aligned(now: float, interval_s: float, offset_s: float = 0.0) -> float:
@@ -163,8 +164,11 @@ class BusPoller:
         self.alarms = alarms
         self.clock = clock
         self._calls: dict[str, IDelayedCall] = {}
+        self.skipped = 0
         self.last_good: dict[str, float] = {}
         self.error_streak: dict[str, int] = {}
+        self.mismatched: set[str] = set()  # configured meter ids another meter answers for
+        self._in_flight: set[tuple[int, str]] = set()  # (meter, group) polls queued or running
 
     def start(self) -> None:
         for group in self.groups.values():
@@ -203,15 +207,29 @@ class BusPoller:
         return started
 
     def _poll(self, meter: MeterAccess, group: str, priority: Priority) -> defer.Deferred[Any]:
+        slot = (id(meter), group)
+        if slot in self._in_flight:
+            # the line cannot keep up: do not queue the same read twice, so every group gets a turn
+            self.skipped += 1
+            return defer.succeed(None)
+        self._in_flight.add(slot)
+
         async def work() -> dict[str, Value]:
             if not meter.meter_id:
                 await meter.identify()
+            elif not meter.verified:
+                await meter.verify_identity()
             return await meter.read_group(group)
 
         done = self.bus.submit(priority, meter.key, work)
-        done.addCallbacks(
-            lambda values: self.record(meter, values), lambda f: self._failed(meter, f)
-        )
+
+        def finished(result: object) -> object:
+            self._in_flight.discard(slot)
+            return result
+
+        done.addBoth(finished)
+        done.addCallbacks(lambda values: self.record(meter, values),
+                          lambda f: self._failed(meter, f, group, priority))  # fmt: skip
         return done
 
     def record(self, meter: MeterAccess, values: dict[str, Value]) -> None:
@@ -231,9 +249,26 @@ class BusPoller:
             self.recorder.events(self.alarms.update(meter.key, set(flags), now))
         self.recorder.events(self.alarms.update(meter.key, set(), now, {UNREACHABLE}))
 
-    def _failed(self, meter: MeterAccess, failure: Any) -> None:
+    def _failed(self, meter: MeterAccess, failure: Any, group: str = "",
+                priority: Priority = Priority.POLL) -> None:  # fmt: skip
         key = meter.key
+        if failure.check(LinkDown):
+            # the bus is not (yet) connected, e.g. at start-up: try this read again shortly
+            # rather than waiting for the group's next interval (up to a day for identity)
+            if group and self._calls:
+                self.clock.callLater(LINK_RETRY_S, self._retry, meter, group, priority)
+            return
         self.error_streak[key] = self.error_streak.get(key, 0) + 1
+        if failure.check(IdentityMismatch):
+            if key not in self.mismatched:
+                log.error("Bus {bus}: {error}", bus=self.bus.name, error=failure.getErrorMessage())
+                self.mismatched.add(key)
+                event = Event(key, self.clock.seconds(), "identity_mismatch", EventState.RAISED,
+                              failure.getErrorMessage())  # fmt: skip
+                self.recorder.events([event])
+            return
+        if key in self.mismatched:
+            return  # the breaker keeps a wrong meter quiet; it is not "unreachable"
         if not failure.check(TransactionError):
             log.failure("Polling {meter} failed", failure, meter=key)
             return
@@ -241,6 +276,10 @@ class BusPoller:
             self.recorder.events(
                 self.alarms.update(key, {UNREACHABLE}, self.clock.seconds(), {UNREACHABLE})
             )
+
+    def _retry(self, meter: MeterAccess, group: str, priority: Priority) -> None:
+        if self._calls:  # still running
+            self._poll(meter, group, priority)
 
     def submit_command(
         self, meter: MeterAccess, work: Callable[[], Awaitable[Any]]

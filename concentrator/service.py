@@ -349,6 +349,7 @@ class ConcentratorService(Service):
                 if isinstance(bus.master, ModbusMaster)
                 else bus.master.bad_frames,
                 f"{prefix}.queue_depth": actor.queue_depth,
+                f"{prefix}.polls_skipped": bus.poller.skipped,
                 f"{prefix}.open_breakers": sum(1 for b in actor.breakers.values() if b.is_open),
             })  # fmt: skip
         return metrics
