@@ -57,6 +57,7 @@ class MeterConfig(_Model):
 class _BusBase(_Model):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]*$")]
     timeout_ms: Annotated[float, Field(gt=0, le=60_000)] = 1000.0
+    retries: Annotated[int, Field(ge=0, le=5)] = 1  # resends after a timeout, per request
     meters: Annotated[list[MeterConfig], Field(min_length=1)]
 
     @field_validator("meters")

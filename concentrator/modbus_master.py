@@ -78,6 +78,7 @@ class ModbusMaster:
         *,
         timeout_s: float = 1.0,
         inter_frame_gap_s: float = 0.0,
+        retries: int = 0,
     ) -> None:
         self.clock = clock
         self.framing = framing
@@ -90,6 +91,8 @@ class ModbusMaster:
         self._transaction_id = 0
         self._quiet_until = 0.0
         self.crc_errors = 0
+        self.retries = retries
+        self.retried = 0
 
     @property
     def connected(self) -> bool:
@@ -130,10 +133,21 @@ class ModbusMaster:
             pending.deferred.callback(event)
 
     async def execute(self, request: Request, timeout_s: float | None = None) -> Response:
-        """Send ``request`` and return its response (MeterTimeout, MeterException, LinkDown)."""
+        """Send ``request`` and return its response (MeterTimeout, MeterException, LinkDown).
+
+        A request that times out is sent again up to ``retries`` times (a noisy line loses a
+        frame now and then); the meter's circuit breaker takes care of meters that stay silent.
+        """
         await self._lock.acquire()
         try:
-            return await self._transact(request, timeout_s or self.timeout_s)
+            for attempt in range(self.retries + 1):
+                try:
+                    return await self._transact(request, timeout_s or self.timeout_s)
+                except MeterTimeout:
+                    if attempt == self.retries:
+                        raise
+                    self.retried += 1
+            raise AssertionError("unreachable")
         finally:
             self._lock.release()
 

@@ -184,9 +184,14 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
                 else (0.00175 if bus_config.baud > 19_200 else 3.5 * tc)
             )
             master = ModbusMaster(reactor, Framing.RTU, timeout_s=bus_config.timeout_ms / 1000,
-                                  inter_frame_gap_s=gap)  # fmt: skip
+                                  inter_frame_gap_s=gap, retries=bus_config.retries)  # fmt: skip
         else:
-            master = ModbusMaster(reactor, Framing.TCP, timeout_s=bus_config.timeout_ms / 1000)
+            master = ModbusMaster(
+                reactor,
+                Framing.TCP,
+                timeout_s=bus_config.timeout_ms / 1000,
+                retries=bus_config.retries,
+            )
         bus_meters: list[MeterAccess] = []
         for meter_config in bus_config.meters:
             if meter_config.profile not in profiles:
@@ -350,6 +355,7 @@ class ConcentratorService(Service):
                 else bus.master.bad_frames,
                 f"{prefix}.queue_depth": actor.queue_depth,
                 f"{prefix}.polls_skipped": bus.poller.skipped,
+                f"{prefix}.retries": bus.master.retried if isinstance(bus.master, ModbusMaster) else 0,
                 f"{prefix}.open_breakers": sum(1 for b in actor.breakers.values() if b.is_open),
             })  # fmt: skip
         return metrics

@@ -95,3 +95,19 @@ def test_late_reply_after_a_timeout_does_not_answer_the_next_request(framing: Fr
     assert not second.called
     clock.advance(0.5)
     assert isinstance(outcome(second), MeterTimeout)
+
+
+def test_a_lost_frame_is_sent_again_before_giving_up() -> None:
+    clock = task.Clock()
+    master = ModbusMaster(clock, Framing.RTU, timeout_s=0.5, inter_frame_gap_s=0.0, retries=1)
+    transport = StringTransport()
+    master.connection_made(transport)
+    result = defer.ensureDeferred(master.execute(READ))
+    clock.advance(0.5)  # the first frame is lost
+    assert not result.called and transport.value().count(b"\x05\x04") == 2
+    master.data_received(encode_response(READ, Framing.RTU, [1, 2]))
+    assert outcome(result).values == (1, 2) and master.retried == 1
+    silent = defer.ensureDeferred(master.execute(READ))
+    clock.advance(0.5)
+    clock.advance(0.5)
+    assert isinstance(outcome(silent), MeterTimeout)  # one resend, then the timeout stands
