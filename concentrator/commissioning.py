@@ -64,6 +64,7 @@ from protocols.dlt645 import (
 from protocols.errors import ProtocolError, RemoteProtocolError
 from protocols.modbus import Point, Profile, ProfileError, decode_block, parse_profile, plan_reads
 from protocols.modbus.adapter import EXCEPTION_NAMES, Framing, Request, read_function
+from protocols.modbus.profiles import PROFILE_DIR
 
 from .config import (
     ConcentratorConfig,
@@ -128,7 +129,7 @@ __all__ = [
     "write_bus_config",
 ]
 
-DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "config" / "profiles"
+DEFAULT_PROFILES = PROFILE_DIR
 GATEWAY_NO_DEVICE = frozenset({0x0A, 0x0B})  # gateway path unavailable / target failed to respond
 CLOSE_TIMEOUT_S = 2.0
 MIN_YEAR = 2024

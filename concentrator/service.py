@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -31,6 +30,7 @@ from twisted.logger import Logger
 from protocols.link import Health, Topic, encode_message, gateway_topic
 from protocols.modbus import Profile, parse_profile
 from protocols.modbus.adapter import Framing
+from protocols.modbus.profiles import PROFILE_DIR
 
 from . import __version__
 from .access import MeterAccess, ModbusAccess
@@ -56,7 +56,7 @@ __all__ = ["ConcentratorService", "make_service"]
 
 log = Logger()
 
-DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "config" / "profiles"
+DEFAULT_PROFILES = PROFILE_DIR
 REOPEN_S = 2.0
 HEALTH_INTERVAL_S = 60.0
 SNAPSHOT_INTERVAL_S = 5.0

@@ -19,6 +19,7 @@ from twisted.internet.interfaces import IListeningPort, IReactorTime
 from twisted.logger import Logger
 
 from protocols.modbus import Profile, parse_profile
+from protocols.modbus.profiles import PROFILE_DIR
 from protocols.sts import (
     DecoderKeyInputs,
     MeterPan,
@@ -48,8 +49,6 @@ __all__ = ["Bus", "Fleet", "SimClock", "SimulatorService", "build_fleet", "load_
 BusConfigModel = RtuBusConfig | TcpBusConfig | Dlt645BusConfig | PlcBusConfig
 
 log = Logger()
-
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "config" / "profiles"
 
 
 def load_profile_file(name: str, directory: Path = PROFILE_DIR) -> Profile:
