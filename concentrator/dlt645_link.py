@@ -11,6 +11,8 @@ Both links carry one exchange at a time and turn silence into :class:`MeterTimeo
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from twisted.internet import defer
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITransport
 from twisted.internet.protocol import Protocol
@@ -28,8 +30,8 @@ class PlcDenied(TransactionError):
         super().__init__(0, f"PLC module: no answer from {meter} ({reason})")
 
 
-class _Exchanger:
-    """One outstanding exchange with a timeout on the given clock."""
+class _Exchanger(ABC):
+    """One outstanding exchange with a timeout on the given clock (subclasses decode replies)."""
 
     def __init__(self, clock: IReactorTime, timeout_s: float) -> None:
         self.clock = clock
@@ -51,8 +53,9 @@ class _Exchanger:
         self.transport = None
         self._finish(LinkDown(reason))
 
+    @abstractmethod
     def data_received(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Feed received bytes; call _finish with the reply (or an error) when it is complete."""
 
     def _finish(self, outcome: object) -> None:
         waiting, self._waiting = self._waiting, None
