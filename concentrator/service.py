@@ -338,6 +338,7 @@ class ConcentratorService(Service):
             "mqtt.connected": runtime.mqtt.connected,
             "mqtt.reconnects": runtime.mqtt.reconnects,
             "uplink.unacknowledged": runtime.uplink.unacknowledged,
+            "uplink.resent": runtime.uplink.resent,
             "commands.malformed": runtime.commands.malformed,
             "commands.rejected": runtime.commands.rejected,
         }

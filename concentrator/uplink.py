@@ -110,7 +110,8 @@ class Uplink:
         self.meters = meters
         self.window = window
         self.ack_timeout_s = ack_timeout_s
-        self._published: set[int] = set()
+        self._published: dict[int, float] = {}  # seq -> when it was published, until acked
+        self._generation = 0  # bumped on every (re)connect: a pump of an older one stops
         self._cursors = {"urgent": 0, "readings": 0}
         self._pumping = False
         self._again = False
@@ -118,6 +119,7 @@ class Uplink:
         self.acked = 0
         self.bad_messages = 0
         self.publish_refusals = 0
+        self.resent = 0
         mqtt_client.on_connect = self._on_connect
         mqtt_client.on_message = self._on_message
         mqtt_client.on_disconnect = self._on_disconnect
@@ -159,6 +161,7 @@ class Uplink:
         )
         self.mqtt.publish(self.topic(Topic.STATE), state, qos=1, retain=True)
         self._published.clear()
+        self._generation += 1
         self._cursors = {"urgent": 0, "readings": 0}  # resend everything not yet acknowledged
         self._last_ack_s = self.reactor.seconds()
         self.kick()
@@ -183,7 +186,7 @@ class Uplink:
             return
         assert isinstance(ack, Ack)
         self._last_ack_s = self.reactor.seconds()
-        self._published = {s for s in self._published if not ack.covers(s)}
+        self._published = {s: t for s, t in self._published.items() if not ack.covers(s)}
         defer.ensureDeferred(self._acknowledge(ack)).addErrback(
             lambda failure: log.failure("Applying an ack failed", failure)
         )
@@ -193,16 +196,27 @@ class Uplink:
         self.kick()
 
     def _check_acks(self) -> None:
+        now = self.reactor.seconds()
         waiting = self.unacknowledged
-        if (
-            waiting
-            and self.mqtt.connected
-            and self.reactor.seconds() - self._last_ack_s > self.ack_timeout_s
-        ):
+        if not waiting or not self.mqtt.connected:
+            return
+        if now - self._last_ack_s > self.ack_timeout_s:
             log.warn("No acknowledgement for {waited_s:.0f}s with {count} messages waiting: reconnecting",
-                     waited_s=self.reactor.seconds() - self._last_ack_s, count=waiting)  # fmt: skip
-            self._last_ack_s = self.reactor.seconds()
+                     waited_s=now - self._last_ack_s, count=waiting)  # fmt: skip
+            self._last_ack_s = now
             self.mqtt.force_reconnect()
+            return
+        stale = [seq for seq, sent in self._published.items() if now - sent > self.ack_timeout_s]
+        if stale:
+            # acks for newer messages keep coming, but these were lost on the way (a broker that
+            # restarted, a subscriber that was not there yet): send everything unacknowledged again
+            log.info("{count} messages unacknowledged for {timeout_s:.0f}s: sending them again",
+                     count=len(stale), timeout_s=self.ack_timeout_s)  # fmt: skip
+            self.resent += len(stale)
+            self._published.clear()
+            self._cursors = {"urgent": 0, "readings": 0}
+            self._generation += 1
+            self.kick()
 
     # -- publishing -----------------------------------------------------------------------------
 
@@ -225,7 +239,8 @@ class Uplink:
             self.kick()
 
     async def _pump(self) -> None:
-        while self.mqtt.connected:
+        generation = self._generation
+        while self.mqtt.connected and generation == self._generation:
             room = self.window - len(self._published)
             if room <= 0:
                 return
@@ -236,8 +251,8 @@ class Uplink:
                     min(room, 200), (EntryKind.READINGS,), self._cursors["readings"]
                 )
                 lane = "readings"
-            if not entries:
-                return
+            if not entries or generation != self._generation:
+                return  # nothing to do, or a reconnect reset the cursors while we waited
             for entry in entries:
                 if not self.mqtt.connected:
                     return
@@ -245,5 +260,5 @@ class Uplink:
                 if info.rc != mqtt.MQTT_ERR_SUCCESS:
                     self.publish_refusals += 1
                     return  # paho's queue is full: the entry stays in the journal for later
-                self._published.add(entry.seq)
+                self._published[entry.seq] = self.reactor.seconds()
                 self._cursors[lane] = entry.seq

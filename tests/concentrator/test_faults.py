@@ -68,7 +68,7 @@ def system(tmp_path: Path) -> Iterator[System]:
     port = int(re.search(r"modbus-tcp 127\.0\.0\.1:(\d+)", "".join(sim_lines)).group(1))  # type: ignore[union-attr]
     gateway_config = {
         "gateway_id": GW,
-        "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5, "ack_timeout_s": 30},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5, "ack_timeout_s": 10},
         "journal": {"path": str(tmp_path / "journal.db")},
         "poll_groups": {"status": {"interval_s": 1, "alarm": True}},
         "batch": {"max_readings": 1, "max_delay_s": 0.5},
