@@ -61,6 +61,7 @@ import yaml
 
 from protocols.modbus import Profile, parse_profile
 from protocols.modbus.adapter import Framing, Receiver, Request, Response, encode_request
+from protocols.modbus.timing import character_time_s, silent_interval_s
 
 __all__ = [
     "CaseResult",
@@ -91,16 +92,6 @@ MIN_TRANSACTIONS = 3
 WARM_UP = 1
 START_TIMEOUT_S = 60.0
 SPIN_S = 0.0005  # a precise master spins the last 0.5 ms of its t3.5 gap
-
-
-def character_time_s(baud: int) -> float:
-    """One RTU character: start + 8 data + parity (or a second stop bit) + stop = 11 bits."""
-    return 11.0 / baud
-
-
-def silent_interval_s(baud: int) -> float:
-    """t3.5: 3.5 characters, fixed at 1.75 ms above 19 200 baud (Modbus serial line V1.02 2.5.1.1)."""
-    return 0.00175 if baud > 19_200 else 3.5 * character_time_s(baud)
 
 
 def model_poll_s(registers: int, turnaround_s: float, baud: int = BAUD) -> float:

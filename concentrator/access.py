@@ -16,6 +16,7 @@ from protocols.modbus import Value
 from .modbus_driver import (
     ModbusMeter,
     TokenPushResult,
+    drn_text,
     push_token,
     read_points,
     switch_relay,
@@ -105,8 +106,7 @@ class ModbusAccess:
 
     async def _drn(self) -> str:
         values = await read_points(self.master, self.meter, [self.meter.profile.point("drn")])
-        drn = int(values["drn"])
-        return f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
+        return drn_text(values["drn"])
 
     async def identify(self) -> None:
         self.meter.meter_id = await self._drn()

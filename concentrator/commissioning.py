@@ -62,9 +62,10 @@ from protocols.dlt645 import (
     parse_reply,
 )
 from protocols.errors import ProtocolError, RemoteProtocolError
-from protocols.modbus import Point, Profile, ProfileError, decode_block, parse_profile, plan_reads
+from protocols.modbus import Point, Profile, ProfileError, decode_block, plan_reads
 from protocols.modbus.adapter import EXCEPTION_NAMES, Framing, Request, read_function
 from protocols.modbus.profiles import PROFILE_DIR
+from protocols.modbus.timing import silent_interval_s
 
 from .config import (
     ConcentratorConfig,
@@ -77,6 +78,7 @@ from .config import (
     load_config,
     parse_config,
 )
+from .modbus_driver import drn_text, load_profiles
 from .modbus_master import (
     LinkDown,
     MeterException,
@@ -112,11 +114,8 @@ __all__ = [
     "check_mqtt_files",
     "check_public_key",
     "check_serial_bus",
-    "drn_text",
     "identity_points",
-    "inter_frame_gap_s",
     "interpret_read_address",
-    "load_profiles",
     "merge_bus",
     "open_modbus",
     "parse_unit_ids",
@@ -169,11 +168,6 @@ class LinkOpenError(Exception):
         self.reason = reason
         self.fix = fix
         super().__init__(reason)
-
-
-def inter_frame_gap_s(baud: int) -> float:
-    """t3.5 of Modbus over Serial Line V1.02 2.5.1.1 (fixed 1.75 ms above 19 200 baud)."""
-    return 0.00175 if baud > 19_200 else 3.5 * 11.0 / baud
 
 
 class _ProbeLink(ModbusLinkProtocol):
@@ -273,7 +267,7 @@ async def open_modbus(
 ) -> ModbusLink:
     """A master on ``link``, as the daemon opens it; :class:`LinkOpenError` says why not."""
     if isinstance(link, SerialLine):
-        gap = inter_frame_gap_s(link.baud) if inter_frame_gap is None else inter_frame_gap
+        gap = silent_interval_s(link.baud) if inter_frame_gap is None else inter_frame_gap
         master = ModbusMaster(reactor, Framing.RTU, timeout_s=timeout_s, inter_frame_gap_s=gap)
         protocol = _ProbeLink(master)
         _open_serial(reactor, link, protocol)
@@ -285,12 +279,6 @@ async def open_modbus(
 
 
 # -- identity -------------------------------------------------------------------------------------
-
-
-def drn_text(value: object) -> str:
-    """A DRN as the daemon writes its meter ids (11 digits, or 13 when longer)."""
-    drn = int(str(value))
-    return f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,15 +368,6 @@ async def read_identity(
         response = await master.execute(request, timeout_s)
         values.update(decode_block(block, list(response.values)))
     return _identity(profile, values)
-
-
-def load_profiles(directory: Path) -> dict[str, Profile]:
-    """Every profile in ``directory`` by name (as the daemon loads them)."""
-    profiles = {}
-    for path in sorted(directory.glob("*.yaml")):
-        profile = parse_profile(yaml.safe_load(path.read_text()), str(path))
-        profiles[profile.name] = profile
-    return profiles
 
 
 def _exception_text(code: int) -> str:

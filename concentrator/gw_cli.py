@@ -119,7 +119,8 @@ def _load_profile(args: argparse.Namespace) -> Any:
 
     from protocols.modbus import parse_profile
 
-    from .commissioning import DEFAULT_PROFILES, load_profiles
+    from .commissioning import DEFAULT_PROFILES
+    from .modbus_driver import load_profiles
 
     given = Path(args.profile)
     if given.suffix in (".yaml", ".yml") and given.is_file():

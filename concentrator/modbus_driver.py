@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from protocols.modbus import (
     DataType,
@@ -23,6 +26,7 @@ from protocols.modbus import (
     Value,
     decode_block,
     encode_registers,
+    parse_profile,
     plan_reads,
     split_block,
 )
@@ -33,11 +37,28 @@ from .modbus_master import MeterException, MeterTimeout, ModbusMaster
 __all__ = [
     "ModbusMeter",
     "TokenPushResult",
+    "drn_text",
+    "load_profiles",
     "push_token",
     "read_points",
     "switch_relay",
     "write_point",
 ]
+
+
+def drn_text(value: object) -> str:
+    """A DRN read from a register as the gateway writes meter ids (11 digits, 13 when longer)."""
+    drn = int(str(value))
+    return f"{drn:011d}" if drn < 10**11 else f"{drn:013d}"
+
+
+def load_profiles(directory: Path) -> dict[str, Profile]:
+    """Every profile (``*.yaml``) in ``directory``, by name."""
+    profiles = {}
+    for path in sorted(directory.glob("*.yaml")):
+        profile = parse_profile(yaml.safe_load(path.read_text()), str(path))
+        profiles[profile.name] = profile
+    return profiles
 
 
 @dataclass(slots=True)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from paho.mqtt.enums import CallbackAPIVersion
@@ -28,9 +27,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
 from protocols.link import Health, Topic, encode_message, gateway_topic
-from protocols.modbus import Profile, parse_profile
+from protocols.modbus import Profile
 from protocols.modbus.adapter import Framing
 from protocols.modbus.profiles import PROFILE_DIR
+from protocols.modbus.timing import silent_interval_s
 
 from . import __version__
 from .access import MeterAccess, ModbusAccess
@@ -46,7 +46,7 @@ from .config import (
 from .dlt645_driver import Dlt645Access
 from .dlt645_link import Dlt645Line, LineProtocol, PlcModuleLink
 from .journal import JournalStore
-from .modbus_driver import ModbusMeter
+from .modbus_driver import ModbusMeter, load_profiles
 from .modbus_master import ModbusLinkProtocol, ModbusMaster
 from .mqtt import ReactorMqtt
 from .polling import AlarmTracker, BusPoller, PollGroup, Recorder
@@ -84,12 +84,7 @@ class Runtime:
 
 
 def _profiles(config: ConcentratorConfig) -> dict[str, Profile]:
-    directory = config.profiles_dir or DEFAULT_PROFILES
-    profiles = {}
-    for path in sorted(directory.glob("*.yaml")):
-        profile = parse_profile(yaml.safe_load(path.read_text()), str(path))
-        profiles[profile.name] = profile
-    return profiles
+    return load_profiles(config.profiles_dir or DEFAULT_PROFILES)
 
 
 def _public_key(config: ConcentratorConfig) -> Ed25519PublicKey | None:
@@ -177,11 +172,10 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
             runtime_buses.append(BusRuntime(bus_config, link, actor, poller))
             continue
         if isinstance(bus_config, RtuBusConfig):
-            tc = 11.0 / bus_config.baud
             gap = (
                 bus_config.inter_frame_gap_ms / 1000
                 if bus_config.inter_frame_gap_ms is not None
-                else (0.00175 if bus_config.baud > 19_200 else 3.5 * tc)
+                else silent_interval_s(bus_config.baud)
             )
             master = ModbusMaster(reactor, Framing.RTU, timeout_s=bus_config.timeout_ms / 1000,
                                   inter_frame_gap_s=gap, retries=bus_config.retries)  # fmt: skip

@@ -38,6 +38,7 @@ from protocols.modbus.adapter import (
     encode_request,
     encode_response,
 )
+from protocols.modbus.timing import character_time_s, silent_interval_s
 
 from .meter import VirtualMeter
 from .registers import ModbusException, RegisterMap
@@ -49,16 +50,6 @@ log = Logger()
 GATEWAY_TARGET_FAILED = 0x0B
 MAX_TIMER_LEAD_S = 0.005
 _READ_TABLES = {1: Table.COIL, 2: Table.DISCRETE, 3: Table.HOLDING, 4: Table.INPUT}
-
-
-def character_time_s(baud: int) -> float:
-    """One RTU character: start + 8 data + parity + stop = 11 bits."""
-    return 11.0 / baud
-
-
-def silent_interval_s(baud: int) -> float:
-    """t3.5: 3.5 characters, fixed at 1.75 ms above 19 200 baud (V1.02 2.5.1.1)."""
-    return 0.00175 if baud > 19_200 else 3.5 * character_time_s(baud)
 
 
 @dataclass(slots=True)
