@@ -26,6 +26,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
+from headend.mqtt import ReactorMqtt
 from protocols.link import Health, Topic, encode_message, gateway_topic
 from protocols.modbus import Profile
 from protocols.modbus.adapter import Framing
@@ -48,7 +49,6 @@ from .dlt645_link import Dlt645Line, LineProtocol, PlcModuleLink
 from .journal import JournalStore
 from .modbus_driver import ModbusMeter, load_profiles
 from .modbus_master import ModbusLinkProtocol, ModbusMaster
-from .mqtt import ReactorMqtt
 from .polling import AlarmTracker, BusPoller, PollGroup, Recorder
 from .uplink import Journal, Uplink
 

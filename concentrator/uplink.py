@@ -22,6 +22,7 @@ from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from headend.mqtt import ReactorMqtt
 from protocols.link import (
     Ack,
     GatewayState,
@@ -33,7 +34,6 @@ from protocols.link import (
 )
 
 from .journal import EntryKind, JournalEntry, JournalStats, JournalStore
-from .mqtt import ReactorMqtt
 
 __all__ = ["Journal", "Uplink"]
 

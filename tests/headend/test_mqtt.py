@@ -14,7 +14,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from twisted.internet import defer, reactor, task
 
-from concentrator.mqtt import ReactorMqtt
+from headend.mqtt import ReactorMqtt
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
