@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-__all__ = ["ensure_commands"]
+__all__ = ["ensure_commands", "install_packages"]
 
 _state = {"updated": False}
 
@@ -23,6 +23,14 @@ def ensure_commands(*commands: str, packages: dict[str, str] | None = None) -> N
     if not missing:
         return
     names = [(packages or {}).get(c, c) for c in missing]
+    install_packages(*names)
+    still = [c for c in commands if shutil.which(c) is None]
+    if still:
+        pytest.fail(f"{', '.join(still)} still missing after installing {', '.join(names)}")
+
+
+def install_packages(*names: str) -> None:
+    """apt-get install the packages, non-interactively (for programs not on PATH, too)."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         if not _state["updated"]:
@@ -35,10 +43,12 @@ def ensure_commands(*commands: str, packages: dict[str, str] | None = None) -> N
             check=True,
             capture_output=True,
             env=env,
+            stdin=subprocess.DEVNULL,
             timeout=900,
         )
     except (OSError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-        pytest.fail(f"cannot install {', '.join(names)} with apt-get (needed by this test): {exc}")
-    still = [c for c in commands if shutil.which(c) is None]
-    if still:
-        pytest.fail(f"{', '.join(still)} still missing after installing {', '.join(names)}")
+        output = getattr(exc, "stderr", None) or b""
+        pytest.fail(
+            f"cannot install {', '.join(names)} with apt-get (needed by this test): {exc}\n"
+            + output.decode(errors="replace")[-2000:]
+        )
