@@ -31,21 +31,29 @@ __all__ = ["Dispatcher", "flapping_summary"]
 log = Logger()
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
 def flapping_summary(
     notification: Notification, decision: Decision, window_s: float
 ) -> Notification:
     """The one message sent when an alarm starts flapping, in place of its latest change."""
-    minutes = f"{window_s / 60:g}"
+    stable = _duration(window_s)
     if notification.channel == "sms":
         body = (
             f"{notification.subject}: this alarm keeps changing. Updates paused until it has "
-            f"been stable for {minutes} min."
+            f"been stable for {stable}."
         )
     else:
         body = (
             f'The alarm "{notification.subject}" keeps being raised and cleared '
             f"({decision.reason}).\n\n"
-            f"Further changes are held back until it has been stable for {minutes} minutes; "
+            f"Further changes are held back until it has been stable for {stable}; "
             f"you will then receive its current state.\n\n"
             f"Latest message:\n\n{notification.body}"
         )
