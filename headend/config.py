@@ -73,7 +73,7 @@ class MeterDefaults(_Model):
     tariff_index: Annotated[int, Field(ge=0, le=99)] = 1
     key_revision: Annotated[int, Field(ge=1, le=9)] = 1
     key_type: Annotated[int, Field(ge=0, le=3)] = 2
-    base_date: Literal[1993, 2014, 2035] = 1993
+    base_date: Literal[1993, 2014, 2035] = 2014
     algorithm: Literal["sta", "misty1", "dea"] = "sta"
     group: str | None = None
 

@@ -1,0 +1,51 @@
+"""The head-end's web site: the REST API (with its OpenAPI document) and Prometheus metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
+
+from . import admin, field, operations, tariffs, vending
+from .framework import ApiResource, ApiSite, Router
+
+__all__ = ["build_router", "make_site"]
+
+
+def build_router() -> Router:
+    router = Router()
+    for module in (admin, vending, field, operations, tariffs):
+        router.include(module.router)
+    return router
+
+
+def _metrics(app: Any, api: ApiResource) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ingest, dispatcher = app.ingest, app.dispatcher
+    for name, doc, read in (
+        ("amr_ingest_messages", "uplink messages committed", lambda: ingest.messages),
+        ("amr_ingest_readings", "readings stored (duplicates excluded)", lambda: ingest.readings),
+        ("amr_ingest_duplicates", "uplink messages received again and skipped",
+         lambda: ingest.duplicates),
+        ("amr_ingest_malformed", "uplink messages refused as malformed", lambda: ingest.malformed),
+        ("amr_ingest_gaps", "gaps seen in gateways' seq numbers", lambda: ingest.gaps),
+        ("amr_ingest_failures", "ingest transactions that failed and were retried",
+         lambda: ingest.failures),
+        ("amr_commands_published", "commands published to gateways", lambda: dispatcher.published),
+        ("amr_api_requests_in_flight", "API requests being served", lambda: api.in_flight),
+    ):  # fmt: skip
+        gauge = Gauge(name, doc, registry=registry)
+        gauge.set_function(read)
+    return registry
+
+
+def make_site(app: Any) -> ApiSite:
+    router = build_router()
+    app.router = router
+    api = ApiResource(router, app)
+    root = Resource()
+    root.putChild(b"api", api)
+    root.putChild(b"metrics", MetricsResource(registry=_metrics(app, api)))
+    return ApiSite(root)

@@ -1,0 +1,59 @@
+"""What the domain routes share: running store work with errors mapped to HTTP answers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+
+from ..commands import CommandError
+from ..keystore import KeyStoreError
+from ..pricing import PricingError
+from ..vending import VendError
+from .framework import ApiError, Page, Request
+
+__all__ = ["actor", "count_and_page", "run"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def run(request: Request, function: Callable[Concatenate[sa.Connection, P], T],
+              *args: P.args, **kw: P.kwargs) -> T:  # fmt: skip
+    """``function`` in the database thread; domain errors become 4xx answers with their message."""
+    try:
+        result: T = await request.app.db.run(function, *args, **kw)
+    except VendError as exc:
+        raise ApiError(exc.status, str(exc)) from None
+    except PricingError as exc:
+        raise ApiError(422, str(exc)) from None
+    except CommandError as exc:
+        raise ApiError(409, str(exc)) from None
+    except KeyStoreError as exc:
+        raise ApiError(409, str(exc)) from None
+    except sa.exc.IntegrityError as exc:
+        raise ApiError(409, f"conflicts with what is stored: {exc.orig}") from None
+    return result
+
+
+def actor(request: Request) -> str:
+    return request.principal.name if request.principal is not None else "anonymous"
+
+
+def count_and_page(connection: sa.Connection, query: sa.Select[Any], page: Page,
+                   order: Any) -> tuple[list[Any], int]:  # fmt: skip
+    """The rows of one page of ``query`` and the total it has (server-side, for large lists)."""
+    total = connection.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
+    rows = connection.execute(query.order_by(*order).limit(page.limit).offset(page.offset)).all()
+    return list(rows), int(total or 0)
+
+
+def number(request: Request, name: str) -> float | None:
+    text = request.query.get(name)
+    if text is None or text == "":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ApiError(400, f"query parameter {name} must be a number, not {text!r}") from None

@@ -1,0 +1,309 @@
+"""Routes for the field: gateways, meters, readings, commands (relay, on-demand read)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.link import CommandType
+
+from ..audit import thd_audit
+from ..commands import NewCommand, command_view, thd_cancel, thd_command, thd_enqueue
+from ..store.schema import accounts, alarms, commands, gateways, meters, readings, uplink_seen
+from .common import actor, count_and_page, number, run
+from .framework import ApiError, Request, Response, Router, page_of
+
+__all__ = ["router"]
+
+router = Router()
+
+
+class RelayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: str = Field(pattern="^(connect|disconnect)$")
+    reason: str = Field(default="", max_length=500)
+
+
+class ReadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    groups: list[str] = Field(default_factory=list, max_length=16)
+
+
+class MeterPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    group_name: str | None = Field(default=None, max_length=64)
+    sgc: int | None = Field(default=None, ge=0, le=999_999)
+    tariff_index: int | None = Field(default=None, ge=0, le=99)
+    key_revision: int | None = Field(default=None, ge=1, le=9)
+    key_type: int | None = Field(default=None, ge=0, le=3)
+    base_date: int | None = Field(default=None)
+    algorithm: str | None = Field(default=None, pattern="^(sta|misty1|dea)$")
+
+
+def _gateway_view(row: Any, now: float) -> dict[str, Any]:
+    return {"id": row.id, "online": row.online, "version": row.version,
+            "first_seen_at": row.first_seen_at, "last_seen_at": row.last_seen_at,
+            "seconds_since_seen": round(now - row.last_seen_at, 1), "max_seq": row.max_seq,
+            "health": json.loads(row.health), "health_at": row.health_at}  # fmt: skip
+
+
+@router.route("GET", "/api/v1/gateways", permission="read", tags=("field",),
+              summary="Gateways with their health", query={"online": "true | false"})  # fmt: skip
+async def list_gateways(request: Request) -> dict[str, Any]:
+    page = request.page()
+    query = sa.select(gateways)
+    if request.query.get("online") in ("true", "false"):
+        query = query.where(gateways.c.online.is_(request.query["online"] == "true"))
+    now = request.app.clock.seconds()
+
+    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
+        return count_and_page(connection, query, page, [gateways.c.id])
+
+    rows, total = await run(request, thd)
+    return page_of([_gateway_view(row, now) for row in rows], total, page)
+
+
+@router.route("GET", "/api/v1/gateways/{gateway_id}", permission="read", tags=("field",),
+              summary="A gateway, its health and how many meters are behind it")  # fmt: skip
+async def get_gateway(request: Request) -> dict[str, Any]:
+    gateway_id = request.path_params["gateway_id"]
+    now = request.app.clock.seconds()
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        row = connection.execute(sa.select(gateways).where(gateways.c.id == gateway_id)).first()
+        if row is None:
+            raise ApiError(404, f"no gateway {gateway_id}")
+        count = connection.execute(
+            sa.select(sa.func.count()).where(meters.c.gateway_id == gateway_id)
+        ).scalar()
+        return _gateway_view(row, now) | {"meters": count}
+
+    view: dict[str, Any] = await run(request, thd)
+    return view
+
+
+@router.route("GET", "/api/v1/gateways/{gateway_id}/gaps", permission="read", tags=("field",),
+              summary="Seq numbers not (yet) received from a gateway, as ranges",
+              query={"since": "epoch s (default: the last day)"})  # fmt: skip
+async def gaps(request: Request) -> dict[str, Any]:
+    gateway_id = request.path_params["gateway_id"]
+    since = number(request, "since") or request.app.clock.seconds() - 86400
+
+    def thd(connection: sa.Connection) -> list[list[int]]:
+        seqs = [row.seq for row in connection.execute(
+            sa.select(uplink_seen.c.seq).where(uplink_seen.c.gateway_id == gateway_id,
+                                               uplink_seen.c.received_at >= since)
+            .order_by(uplink_seen.c.seq))]  # fmt: skip
+        return [[a + 1, b - 1] for a, b in itertools.pairwise(seqs) if b > a + 1]
+
+    missing = await run(request, thd)
+    return {"gateway_id": gateway_id, "missing": missing}
+
+
+def _meter_view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "drn": row.drn, "gateway_id": row.gateway_id, "group": row.group_name,
+        "profile": row.profile, "status": row.status, "registered_at": row.registered_at,
+        "sts": {"sgc": f"{row.sgc:06d}", "tariff_index": row.tariff_index,
+                "key_revision": row.key_revision, "key_type": row.key_type,
+                "base_date": row.base_date, "algorithm": row.algorithm},
+        "relay_state": row.relay_state, "tou_version": row.tou_version,
+    }  # fmt: skip
+
+
+@router.route("GET", "/api/v1/meters", permission="read", tags=("field",),
+              summary="Meters, filtered and paginated on the server",
+              query={"gateway_id": "behind this gateway", "group": "meter group",
+                     "status": "active | replaced | ...", "q": "id starts with",
+                     "alarm": "with an open alarm of this kind"})  # fmt: skip
+async def list_meters(request: Request) -> dict[str, Any]:
+    page = request.page()
+    query = sa.select(meters)
+    if request.query.get("gateway_id"):
+        query = query.where(meters.c.gateway_id == request.query["gateway_id"])
+    if request.query.get("group"):
+        query = query.where(meters.c.group_name == request.query["group"])
+    if request.query.get("status"):
+        query = query.where(meters.c.status == request.query["status"])
+    if request.query.get("q"):
+        query = query.where(meters.c.id.startswith(request.query["q"], autoescape=True))
+    if request.query.get("alarm"):
+        query = query.where(meters.c.id.in_(sa.select(alarms.c.meter_id).where(
+            alarms.c.kind == request.query["alarm"], alarms.c.state == "open")))  # fmt: skip
+
+    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
+        return count_and_page(connection, query, page, [meters.c.id])
+
+    rows, total = await run(request, thd)
+    return page_of([_meter_view(row) for row in rows], total, page)
+
+
+def thd_meter(connection: sa.Connection, meter_id: str) -> dict[str, Any]:
+    row = connection.execute(sa.select(meters).where(meters.c.id == meter_id)).first()
+    if row is None:
+        raise ApiError(404, f"no meter {meter_id}")
+    latest = connection.execute(
+        sa.select(readings).where(readings.c.meter_id == meter_id, readings.c.credit_wh.is_not(None))
+        .order_by(readings.c.ts.desc()).limit(1)
+    ).first()  # fmt: skip
+    account = connection.execute(
+        sa.select(accounts.c.id, accounts.c.customer_id, accounts.c.status)
+        .where(accounts.c.meter_id == meter_id, accounts.c.status != "closed")
+    ).first()  # fmt: skip
+    open_alarms = connection.execute(
+        sa.select(alarms.c.id, alarms.c.kind, alarms.c.severity, alarms.c.raised_at)
+        .where(alarms.c.meter_id == meter_id, alarms.c.state == "open")
+    ).all()  # fmt: skip
+    values = json.loads(latest.values) if latest is not None else {}
+    return _meter_view(row) | {
+        "credit_wh": latest.credit_wh if latest is not None else None,
+        "last_status_at": latest.ts if latest is not None else None,
+        "relay_state": values.get("relay_state", row.relay_state),
+        "account": None if account is None else dict(account._mapping),
+        "open_alarms": [dict(a._mapping) for a in open_alarms],
+    }
+
+
+@router.route("GET", "/api/v1/meters/{meter_id}", permission="read", tags=("field",),
+              summary="A meter: identity, STS key attributes, credit, relay, open alarms")  # fmt: skip
+async def get_meter(request: Request) -> dict[str, Any]:
+    view: dict[str, Any] = await run(request, thd_meter, request.path_params["meter_id"])
+    return view
+
+
+@router.route("PATCH", "/api/v1/meters/{meter_id}", permission="meters", body=MeterPatch,
+              tags=("field",), summary="Set a meter's group or STS key attributes")  # fmt: skip
+async def patch_meter(request: Request) -> dict[str, Any]:
+    meter_id = request.path_params["meter_id"]
+    values = request.body.model_dump(exclude_none=True)
+    now = request.app.clock.seconds()
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        thd_meter(connection, meter_id)
+        if values:
+            connection.execute(sa.update(meters).where(meters.c.id == meter_id).values(**values))
+        thd_audit(connection, now, actor(request), "meter.update", f"meter:{meter_id}", values)
+        return thd_meter(connection, meter_id)
+
+    view: dict[str, Any] = await run(request, thd)
+    return view
+
+
+@router.route("GET", "/api/v1/meters/{meter_id}/readings", permission="read", tags=("field",),
+              summary="A meter's readings, newest first",
+              query={"since": "epoch s", "until": "epoch s"})  # fmt: skip
+async def meter_readings(request: Request) -> dict[str, Any]:
+    page = request.page()
+    meter_id = request.path_params["meter_id"]
+    query = sa.select(readings).where(readings.c.meter_id == meter_id)
+    since, until = number(request, "since"), number(request, "until")
+    if since is not None:
+        query = query.where(readings.c.ts >= since)
+    if until is not None:
+        query = query.where(readings.c.ts < until)
+
+    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
+        return count_and_page(connection, query, page, [readings.c.ts.desc()])
+
+    rows, total = await run(request, thd)
+    items = [{"ts": r.ts, "meter_ts": r.meter_ts, "gateway_id": r.gateway_id,
+              "energy_wh": r.energy_wh, "credit_wh": r.credit_wh,
+              "values": json.loads(r.values)} for r in rows]  # fmt: skip
+    return page_of(items, total, page)
+
+
+async def _queue(
+    request: Request, kind: CommandType, args: dict[str, Any], action: str
+) -> Response:
+    meter_id = request.path_params["meter_id"]
+    app = request.app
+    now = app.clock.seconds()
+    new = NewCommand(kind, meter_id, args, actor(request), expiry_s=app.config.commands.expiry_s)
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        if (
+            connection.execute(sa.select(meters.c.id).where(meters.c.id == meter_id)).first()
+            is None
+        ):
+            raise ApiError(404, f"no meter {meter_id}")
+        command_id, created = thd_enqueue(connection, new, now)
+        thd_audit(connection, now, actor(request), action, f"meter:{meter_id}",
+                  {"command_id": command_id, **args})  # fmt: skip
+        view = thd_command(connection, command_id)
+        assert view is not None
+        return view | {"coalesced": not created}
+
+    view = await run(request, thd)
+    app.dispatcher.poke()
+    return Response(202, view)
+
+
+@router.route("POST", "/api/v1/meters/{meter_id}/relay", permission="relay", body=RelayBody,
+              tags=("field",), summary="Connect or disconnect a meter's supply (signed command)")  # fmt: skip
+async def relay(request: Request) -> Response:
+    return await _queue(request, CommandType.RELAY, {"action": request.body.action},
+                        f"relay.{request.body.action}")  # fmt: skip
+
+
+@router.route("POST", "/api/v1/meters/{meter_id}/read", permission="commands", body=ReadBody,
+              tags=("field",), summary="Read a meter now (on-demand read)")  # fmt: skip
+async def read_now(request: Request) -> Response:
+    args = {"groups": request.body.groups} if request.body.groups else {}
+    return await _queue(request, CommandType.READ, args, "read")
+
+
+@router.route("POST", "/api/v1/meters/{meter_id}/time-sync", permission="commands",
+              tags=("field",), summary="Set the meter's clock from the gateway's")  # fmt: skip
+async def time_sync(request: Request) -> Response:
+    return await _queue(request, CommandType.TIME_SYNC, {}, "time_sync")
+
+
+@router.route("GET", "/api/v1/commands", permission="read", tags=("commands",),
+              summary="Commands, newest first",
+              query={"meter_id": "for one meter", "state": "queued | sent | ... | applied",
+                     "type": "token | relay | tou | read | ...", "vend_id": "of a vend"})  # fmt: skip
+async def list_commands(request: Request) -> dict[str, Any]:
+    page = request.page()
+    query = sa.select(commands)
+    for name in ("meter_id", "state", "type", "gateway_id"):
+        if request.query.get(name):
+            query = query.where(commands.c[name] == request.query[name])
+    if request.query.get("vend_id"):
+        query = query.where(commands.c.vend_id == int(number(request, "vend_id") or 0))
+
+    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
+        return count_and_page(connection, query, page, [commands.c.created_at.desc()])
+
+    rows, total = await run(request, thd)
+    return page_of([command_view(row) for row in rows], total, page)
+
+
+@router.route("GET", "/api/v1/commands/{command_id}", permission="read", tags=("commands",),
+              summary="A command with its full state history")  # fmt: skip
+async def get_command(request: Request) -> dict[str, Any]:
+    view = await run(request, thd_command, request.path_params["command_id"])
+    if view is None:
+        raise ApiError(404, f"no command {request.path_params['command_id']}")
+    return view
+
+
+@router.route("POST", "/api/v1/commands/{command_id}/cancel", permission="commands",
+              tags=("commands",), summary="Cancel a command that has not been sent yet")  # fmt: skip
+async def cancel_command(request: Request) -> dict[str, Any]:
+    command_id = request.path_params["command_id"]
+    now = request.app.clock.seconds()
+
+    def thd(connection: sa.Connection) -> dict[str, Any] | None:
+        if thd_command(connection, command_id) is None:
+            raise ApiError(404, f"no command {command_id}")
+        thd_cancel(connection, command_id, now, actor(request))
+        thd_audit(connection, now, actor(request), "command.cancel", f"command:{command_id}")
+        return thd_command(connection, command_id)
+
+    view = await run(request, thd)
+    assert view is not None
+    return view

@@ -1,0 +1,268 @@
+"""Tariff routes: step tariffs for vending, TOU tables pushed to meters and tracked per meter.
+
+A tariff has versions; a new version becomes current at once for vending (step tariffs). A TOU
+version is pushed with ``POST /tariffs/{id}/push``: one ``tou`` command per meter with the table
+and its activation time, and a rollout row per meter that turns ``confirmed`` when the meter reads
+back the new version (see ``headend.followups``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from protocols.link import CommandType
+
+from ..audit import thd_audit
+from ..commands import NewCommand, thd_enqueue
+from ..pricing import PricingError
+from ..store.schema import accounts, meters, tariff_versions, tariffs, tou_rollouts
+from ..vending import step_tariff_from
+from .common import actor, count_and_page, run
+from .framework import ApiError, Request, Response, Router, page_of
+
+__all__ = ["router"]
+
+router = Router()
+MAX_SWITCH_POINTS = 8
+
+
+class TariffBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100)
+    kind: str = Field(pattern="^(step|tou)$")
+    body: dict[str, Any]
+    activation_at: float = 0.0
+
+
+class VersionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    body: dict[str, Any]
+    activation_at: float = 0.0
+
+
+class PushBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int | None = None  # default: the current version
+    activation_at: float = Field(ge=0)
+    meter_ids: list[str] | None = Field(default=None, max_length=100_000)
+    group: str | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> PushBody:
+        if self.meter_ids is not None and self.group is not None:
+            raise ValueError("give meter_ids or group, not both")
+        return self
+
+
+def validate_body(kind: str, body: dict[str, Any]) -> None:
+    """Refuse a tariff body vending or the meters could not use, with the reason."""
+    if kind == "step":
+        try:
+            step_tariff_from(body)
+        except (KeyError, TypeError, ValueError, PricingError) as exc:
+            raise ApiError(422, f"not a step tariff: {exc}") from None
+        return
+    problems = []
+    for day in ("weekday", "weekend"):
+        points = body.get(day)
+        if not isinstance(points, list) or not 1 <= len(points) <= MAX_SWITCH_POINTS:
+            problems.append(f"body.{day}: 1..{MAX_SWITCH_POINTS} switch points [minute, band]")
+            continue
+        previous = -1
+        for index, point in enumerate(points):
+            if (not isinstance(point, list) or len(point) != 2
+                    or not all(isinstance(x, int) for x in point)
+                    or not previous < point[0] < 1440 or not 1 <= point[1] <= 4):  # fmt: skip
+                problems.append(f"body.{day}[{index}]: [minute 0..1439 ascending, band 1..4]")
+                break
+            previous = point[0]
+    if problems:
+        raise ApiError(422, "not a TOU table", details=problems)
+
+
+def _view(row: Any, version: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "kind": row.kind,
+            "current_version": row.current_version,
+            "body": None if version is None else json.loads(version.body),
+            "activation_at": None if version is None else version.activation_at}  # fmt: skip
+
+
+def thd_tariff(connection: sa.Connection, tariff_id: int) -> dict[str, Any]:
+    row = connection.execute(sa.select(tariffs).where(tariffs.c.id == tariff_id)).first()
+    if row is None:
+        raise ApiError(404, f"no tariff {tariff_id}")
+    version = connection.execute(
+        sa.select(tariff_versions).where(tariff_versions.c.tariff_id == tariff_id,
+                                         tariff_versions.c.version == row.current_version)
+    ).first()  # fmt: skip
+    return _view(row, version)
+
+
+def thd_create_tariff(connection: sa.Connection, name: str, kind: str, body: dict[str, Any],
+                      activation_at: float, who: str, now: float) -> dict[str, Any]:  # fmt: skip
+    tariff_id = int(connection.execute(
+        sa.insert(tariffs).values(name=name, kind=kind, current_version=1).returning(tariffs.c.id)
+    ).scalar_one())  # fmt: skip
+    connection.execute(sa.insert(tariff_versions).values(
+        tariff_id=tariff_id, version=1, body=json.dumps(body), activation_at=activation_at,
+        created_at=now, created_by=who))  # fmt: skip
+    thd_audit(connection, now, who, "tariff.create", f"tariff:{tariff_id}",
+              {"name": name, "kind": kind, "body": body})  # fmt: skip
+    return thd_tariff(connection, tariff_id)
+
+
+def _tariff_id(request: Request) -> int:
+    try:
+        return int(request.path_params["tariff_id"])
+    except ValueError:
+        raise ApiError(404, f"no tariff {request.path_params['tariff_id']!r}") from None
+
+
+@router.route("POST", "/api/v1/tariffs", permission="tariffs", body=TariffBody,
+              tags=("tariffs",), summary="Create a step or TOU tariff (version 1)")  # fmt: skip
+async def create_tariff(request: Request) -> Response:
+    body: TariffBody = request.body
+    validate_body(body.kind, body.body)
+    view = await run(request, thd_create_tariff, body.name, body.kind, body.body,
+                     body.activation_at, actor(request), request.app.clock.seconds())  # fmt: skip
+    return Response(201, view)
+
+
+@router.route("GET", "/api/v1/tariffs", permission="read", tags=("tariffs",),
+              summary="Tariffs with their current version")  # fmt: skip
+async def list_tariffs(request: Request) -> dict[str, Any]:
+    page = request.page()
+
+    def thd(connection: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+        rows, total = count_and_page(connection, sa.select(tariffs.c.id), page, [tariffs.c.id])
+        return [thd_tariff(connection, row.id) for row in rows], total
+
+    items, total = await run(request, thd)
+    return page_of(items, total, page)
+
+
+@router.route("GET", "/api/v1/tariffs/{tariff_id}", permission="read", tags=("tariffs",),
+              summary="A tariff and its current version")  # fmt: skip
+async def get_tariff(request: Request) -> dict[str, Any]:
+    view: dict[str, Any] = await run(request, thd_tariff, _tariff_id(request))
+    return view
+
+
+@router.route("POST", "/api/v1/tariffs/{tariff_id}/versions", permission="tariffs",
+              body=VersionBody, tags=("tariffs",),
+              summary="Add a version; it becomes the current one")  # fmt: skip
+async def add_version(request: Request) -> Response:
+    tariff_id = _tariff_id(request)
+    body: VersionBody = request.body
+    now = request.app.clock.seconds()
+    who = actor(request)
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        row = connection.execute(sa.select(tariffs).where(tariffs.c.id == tariff_id)).first()
+        if row is None:
+            raise ApiError(404, f"no tariff {tariff_id}")
+        validate_body(row.kind, body.body)
+        version = row.current_version + 1
+        connection.execute(sa.insert(tariff_versions).values(
+            tariff_id=tariff_id, version=version, body=json.dumps(body.body),
+            activation_at=body.activation_at, created_at=now, created_by=who))  # fmt: skip
+        connection.execute(
+            sa.update(tariffs).where(tariffs.c.id == tariff_id).values(current_version=version)
+        )
+        thd_audit(connection, now, who, "tariff.version", f"tariff:{tariff_id}",
+                  {"version": version, "body": body.body})  # fmt: skip
+        return thd_tariff(connection, tariff_id)
+
+    return Response(201, await run(request, thd))
+
+
+@router.route("POST", "/api/v1/tariffs/{tariff_id}/push", permission="tariffs", body=PushBody,
+              tags=("tariffs",),
+              summary="Push a TOU version to meters (its accounts' meters, a group, or a list)")  # fmt: skip
+async def push(request: Request) -> Response:
+    tariff_id = _tariff_id(request)
+    body: PushBody = request.body
+    app = request.app
+    now = app.clock.seconds()
+    who = actor(request)
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        row = connection.execute(sa.select(tariffs).where(tariffs.c.id == tariff_id)).first()
+        if row is None or row.kind != "tou":
+            raise ApiError(404 if row is None else 409, f"tariff {tariff_id} is not a TOU tariff")
+        number = body.version or row.current_version
+        version = connection.execute(
+            sa.select(tariff_versions).where(tariff_versions.c.tariff_id == tariff_id,
+                                             tariff_versions.c.version == number)
+        ).first()  # fmt: skip
+        if version is None:
+            raise ApiError(404, f"tariff {tariff_id} has no version {number}")
+        if body.meter_ids is not None:
+            targets = body.meter_ids
+        elif body.group is not None:
+            targets = list(connection.execute(
+                sa.select(meters.c.id).where(meters.c.group_name == body.group)).scalars())  # fmt: skip
+        else:
+            targets = list(connection.execute(
+                sa.select(accounts.c.meter_id).where(accounts.c.tou_tariff_id == tariff_id,
+                                                     accounts.c.status != "closed")).scalars())  # fmt: skip
+        table = json.loads(version.body)
+        args = {"version": number, "activation": int(body.activation_at),
+                "weekday": table["weekday"], "weekend": table["weekend"]}  # fmt: skip
+        for meter_id in targets:
+            new = NewCommand(CommandType.TOU, meter_id, args, who,
+                             expiry_s=app.config.commands.expiry_s)  # fmt: skip
+            command_id, _ = thd_enqueue(connection, new, now)
+            connection.execute(sa.delete(tou_rollouts).where(
+                tou_rollouts.c.tariff_version_id == version.id,
+                tou_rollouts.c.meter_id == meter_id))  # fmt: skip
+            connection.execute(sa.insert(tou_rollouts).values(
+                tariff_version_id=version.id, meter_id=meter_id, command_id=command_id))  # fmt: skip
+        thd_audit(connection, now, who, "tariff.push", f"tariff:{tariff_id}",
+                  {"version": number, "meters": len(targets), "activation": args["activation"]})  # fmt: skip
+        return thd_rollout(connection, tariff_id, number)
+
+    view = await run(request, thd)
+    app.dispatcher.poke()
+    return Response(202, view)
+
+
+def thd_rollout(connection: sa.Connection, tariff_id: int, version: int) -> dict[str, Any]:
+    version_id = connection.execute(
+        sa.select(tariff_versions.c.id).where(tariff_versions.c.tariff_id == tariff_id,
+                                              tariff_versions.c.version == version)
+    ).scalar()  # fmt: skip
+    if version_id is None:
+        raise ApiError(404, f"tariff {tariff_id} has no version {version}")
+    rows = connection.execute(
+        sa.select(tou_rollouts).where(tou_rollouts.c.tariff_version_id == version_id)
+        .order_by(tou_rollouts.c.meter_id)
+    ).all()  # fmt: skip
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    return {"tariff_id": tariff_id, "version": version, "meters": len(rows), "states": counts,
+            "pending": [r.meter_id for r in rows if r.state == "pending"][:1000]}  # fmt: skip
+
+
+@router.route("GET", "/api/v1/tariffs/{tariff_id}/rollout", permission="read", tags=("tariffs",),
+              summary="How far a TOU version has reached: meters by state",
+              query={"version": "default: the current version"})  # fmt: skip
+async def rollout(request: Request) -> dict[str, Any]:
+    tariff_id = _tariff_id(request)
+    text = request.query.get("version")
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        version = (
+            int(text)
+            if text and text.isdigit()
+            else thd_tariff(connection, tariff_id)["current_version"]
+        )
+        return thd_rollout(connection, tariff_id, version)
+
+    view: dict[str, Any] = await run(request, thd)
+    return view

@@ -1,0 +1,80 @@
+"""``amr headend`` (the head-end daemon) and ``amr db upgrade|backup|restore|status``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from headend.config import ConfigError, load_config
+
+    try:
+        return load_config(Path(args.config))
+    except ConfigError as exc:
+        print(f"amr: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _headend(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from headend.cli.runtime import run
+
+    def start(reactor: Any) -> Any:
+        from headend.service import make_service
+
+        top = make_service(config, reactor)
+        top.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+        print(f"amr headend: {config.node_id} running; API on "
+              f"http://{config.api.host}:{top.api_port.getHost().port}/api/v1/openapi.json",
+              flush=True)  # fmt: skip
+
+    return run(start, args.log_level)
+
+
+def _db(args: argparse.Namespace) -> int:
+    config = _config(args)
+    from headend.store import make_engine
+    from headend.store.backup import backup, restore
+    from headend.store.migrate import current_revision, head_revision, upgrade
+
+    engine = make_engine(config.database.url)
+    try:
+        if args.db_command == "upgrade":
+            upgrade(engine)
+            print(f"database at revision {current_revision(engine)} (newest {head_revision()})")
+        elif args.db_command == "status":
+            current = current_revision(engine)
+            state = "up to date" if current == head_revision() else "needs amr db upgrade"
+            print(f"database revision {current or '(empty)'}: {state}")
+        elif args.db_command == "backup":
+            count = backup(engine, Path(args.file))
+            print(f"backed up {count} rows to {args.file}")
+        else:
+            count = restore(engine, Path(args.file))
+            print(f"restored {count} rows from {args.file}")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def register(commands: Any) -> None:
+    parser = commands.add_parser("headend", help="run the head-end service")
+    parser.add_argument("--config", required=True, help="head-end YAML config")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
+    parser.set_defaults(handler=_headend)
+    db = commands.add_parser("db", help="the head-end database: upgrade, status, backup, restore")
+    db.add_argument("--config", required=True, help="head-end YAML config (database.url)")
+    sub = db.add_subparsers(dest="db_command", required=True)
+    sub.add_parser("upgrade", help="apply the schema migrations (Alembic)")
+    sub.add_parser("status", help="show the schema revision")
+    backup = sub.add_parser("backup", help="write every table to a file (JSON lines, gzip)")
+    backup.add_argument("file")
+    restore = sub.add_parser("restore", help="load a backup into an empty, upgraded database")
+    restore.add_argument("file")
+    db.set_defaults(handler=_db)
