@@ -31,17 +31,14 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, Literal
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.web.client import (
-    Agent,
-    FileBodyProducer,
-    HTTPConnectionPool,
-    PartialDownloadError,
-    readBody,
-)
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IResponse
 
@@ -63,6 +60,8 @@ BodyFormat = Literal["json", "form"]
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
 _FIELDS = ("to", "text")
 _DETAIL_MAX = 200
+_WORD_CUT_MAX = 15  # characters given up, at most, to end a cut text on a word boundary
+_REPLY_MAX = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +104,13 @@ def fit_sms_text(text: str, max_septets: int = 160, max_ucs2_units: int = 70) ->
             break
         used += cost
         kept += 1
-    cut = text[:kept].rstrip()
+    cut = text[:kept]
+    if kept < len(text) and not text[kept].isspace():
+        # Mid-word: end at the last space instead, unless that throws away too much.
+        space = cut.rfind(" ")
+        if space >= len(cut) - _WORD_CUT_MAX:
+            cut = cut[:space]
+    cut = cut.rstrip()
     used = sum(gsm_costs[: len(cut)])
     return SmsText(
         cut + ellipsis, encoding, used + len(ellipsis), truncated=True, original_length=total
@@ -113,6 +118,42 @@ def fit_sms_text(text: str, max_septets: int = 160, max_ucs2_units: int = 70) ->
 
 
 Template = Mapping[str, Any]
+
+
+class _ReplyCollector(Protocol):
+    """Reads a reply body, keeping at most ``limit`` bytes of it.
+
+    Not ``twisted.web.client.readBody``: that one emits a DeprecationWarning whenever the whole
+    reply arrived before it was asked for (Twisted issue #8227), which small gateway replies do.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.done: Deferred[bytes] = Deferred(self._on_cancel)
+        self._chunks: list[bytes] = []
+        self._room = limit
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        if self._room > 0:
+            self._chunks.append(data[: self._room])
+            self._room -= len(self._chunks[-1])
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(reason)
+
+    def _on_cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+
+def _timed_out(result: object, timeout_s: float) -> Failure:
+    # A cancelled request fails with ResponseNeverReceived(CancelledError), not CancelledError,
+    # so addTimeout cannot tell a timeout from other failures without this.
+    return Failure(TimeoutError(f"timed out after {timeout_s:g} s"))
 
 
 def _walk_strings(template: Any) -> list[str]:
@@ -229,10 +270,14 @@ class HttpSmsSender:
         self.provider_id_field = provider_id_field
         self._pool = pool if pool is not None else HTTPConnectionPool(reactor, persistent=False)
         self._agent = agent or Agent(reactor, connectTimeout=timeout_s, pool=self._pool)
-        secrets = [*_walk_secrets(list(self._headers.values())), *_walk_secrets(body_template)]
+        secrets = [
+            s.reveal()
+            for s in (*_walk_secrets(list(self._headers.values())), *_walk_secrets(body_template))
+        ]
         if isinstance(url, Secret):
-            secrets.append(url)
-        self._secrets = [s.reveal() for s in secrets if s.reveal()]
+            secrets.append(plain_url)
+        secrets += _url_credentials(parts)
+        self._secrets = _redaction_list(secrets)
         # Shown without user:password@, query or fragment: those are where URLs carry keys.
         port = f":{parts.port}" if parts.port else ""
         self._shown_url = (
@@ -289,10 +334,9 @@ class HttpSmsSender:
         response: IResponse = await self._agent.request(
             self.method.encode("ascii"), url, headers, producer
         )
-        try:
-            reply: bytes = await readBody(response)
-        except PartialDownloadError as e:
-            reply = e.response or b""
+        collector = _ReplyCollector(_REPLY_MAX)
+        response.deliverBody(collector)
+        reply = await collector.done
         return response.code, response.phrase, reply
 
     async def _send(self, notification: Notification) -> DeliveryResult:
@@ -315,7 +359,7 @@ class HttpSmsSender:
         except (UnicodeError, TypeError, ValueError) as e:
             return DeliveryResult(ok=False, detail=self._redact(f"cannot build the request: {e}"))
         exchange = Deferred.fromCoroutine(self._exchange(url, headers, body))
-        exchange.addTimeout(self.timeout_s, self._reactor)
+        exchange.addTimeout(self.timeout_s, self._reactor, onTimeoutCancel=_timed_out)
         try:
             status, phrase, reply = await exchange
         except TimeoutError:
@@ -356,6 +400,25 @@ class HttpSmsSender:
             else:
                 return None
         return None if value is None or isinstance(value, (dict, list)) else str(value)
+
+
+_CREDENTIAL_NAME = re.compile(r"key|token|secret|pass|pwd|auth|sig", re.IGNORECASE)
+
+
+def _url_credentials(parts: SplitResult) -> list[str]:
+    """What a plain-string URL carries that looks like a credential: a password, an api_key=..."""
+    found = [parts.password] if parts.password else []
+    found += [value for name, value in parse_qsl(parts.query) if _CREDENTIAL_NAME.search(name)]
+    return found
+
+
+def _redaction_list(secrets: list[str]) -> list[str]:
+    """Each secret, and each long word of it: a gateway quoting a refused "Bearer <token>" header
+    quotes the token alone. Longest first, so a whole secret is replaced before its parts."""
+    pieces = set(secrets)
+    pieces.update(word for s in secrets for word in s.split() if len(word) >= 8)
+    pieces.discard("")
+    return sorted(pieces, key=len, reverse=True)
 
 
 def _describe_error(error: Exception) -> str:

@@ -25,7 +25,7 @@ class LogEvents(list[dict[str, Any]]):
 
 
 @pytest.fixture(autouse=True)
-def no_logged_errors() -> Iterator[LogEvents]:
+def log_events() -> Iterator[LogEvents]:
     events = LogEvents()
     globalLogPublisher.addObserver(events)
     try:
