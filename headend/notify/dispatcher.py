@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -68,8 +69,11 @@ def flapping_summary(
     )
 
 
-class Dispatcher:
+class Dispatcher(Service):
     """Applies the notification policy and sends through the channel's sender.
+
+    An ``IService``: ``stopService`` (or :meth:`stop`) stops the settle timer, refuses new
+    notifications and waits for the sends in flight, retries included.
 
     Counters for metrics: ``sent`` (delivered, summaries and settled states included), ``failed``
     (gave up, after retries), ``suppressed`` (held back by the policy), ``flapping`` (flapping
@@ -103,6 +107,13 @@ class Dispatcher:
 
     def notify(self, notification: Notification) -> Deferred[DeliveryResult]:
         return self._track(Deferred.fromCoroutine(self._notify(notification)))
+
+    def startService(self) -> None:  # noqa: N802
+        Service.startService(self)
+
+    def stopService(self) -> Deferred[None]:  # noqa: N802
+        Service.stopService(self)
+        return self.stop()
 
     def stop(self) -> Deferred[None]:
         """Stop the settle timer and take no more work; fires when every send in flight is done."""

@@ -29,18 +29,19 @@ import json
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from io import BytesIO
 from typing import Any, Literal
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.interfaces import IConsumer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IResponse
+from twisted.web.iweb import IBodyProducer, IResponse
+from zope.interface import implementer
 
 from .model import DeliveryResult, Notification, Secret, SenderConfigError
 
@@ -150,6 +151,29 @@ class _ReplyCollector(Protocol):
             self.transport.loseConnection()
 
 
+@implementer(IBodyProducer)
+class _BytesProducer:
+    """A request body already in memory, written at once (``FileBodyProducer`` would schedule
+    its writes on the global reactor's cooperator)."""
+
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+        self.length = len(body)
+
+    def startProducing(self, consumer: IConsumer) -> Deferred[None]:  # noqa: N802
+        consumer.write(self._body)
+        return succeed(None)
+
+    def pauseProducing(self) -> None:  # noqa: N802
+        pass
+
+    def resumeProducing(self) -> None:  # noqa: N802
+        pass
+
+    def stopProducing(self) -> None:  # noqa: N802
+        pass
+
+
 def _timed_out(result: object, timeout_s: float) -> Failure:
     # A cancelled request fails with ResponseNeverReceived(CancelledError), not CancelledError,
     # so addTimeout cannot tell a timeout from other failures without this.
@@ -197,7 +221,11 @@ class HttpSmsSender:
     ``{to}`` and ``{text}`` may appear in the URL (percent-encoded there) and in any string of
     the template, and must appear somewhere. ``provider_id_field`` is a dotted path into the
     reply's JSON (``"messages.0.id"``) for the gateway's message id. ``timeout_s`` bounds the
-    whole exchange, connecting and reading the reply included.
+    whole exchange, connecting and reading the reply included. ``url`` may itself be a
+    :class:`Secret` when the gateway takes its key in the URL; credential-looking query values
+    of a plain URL (``api_key=``, ``token=``...) are redacted from results anyway. ``pool`` (an
+    ``HTTPConnectionPool``; default: a connection per message) and ``agent`` (any ``IAgent``:
+    a proxy, custom TLS) replace the defaults.
     """
 
     def __init__(
@@ -330,7 +358,7 @@ class HttpSmsSender:
     async def _exchange(
         self, url: bytes, headers: Headers, body: bytes | None
     ) -> tuple[int, bytes, bytes]:
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        producer = _BytesProducer(body) if body is not None else None
         response: IResponse = await self._agent.request(
             self.method.encode("ascii"), url, headers, producer
         )

@@ -161,7 +161,9 @@ def test_stop_cancels_the_settle_timer_and_waits_for_sends_in_flight() -> None:
     notify(dispatcher, mail("cleared"))  # flapping: summary sent, settle timer set
     assert dispatcher.in_flight == 1
     stopped: list[None] = []
-    dispatcher.stop().addCallback(stopped.append)
+    dispatcher.startService()
+    dispatcher.stopService().addCallback(stopped.append)
+    assert not dispatcher.running
     assert stopped == []
     clock.advance(10.0)
     assert stopped == [None]

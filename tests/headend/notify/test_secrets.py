@@ -16,8 +16,10 @@ from headend.notify import (
     Notification,
     Retrying,
     Secret,
+    Sender,
     SmtpSender,
 )
+from headend.notify.model import Channel
 
 from .conftest import LogEvents
 from .servers import SmsGateway, SmtpServer
@@ -43,13 +45,8 @@ def _assert_absent(text: str, secret: str) -> None:
         assert form not in text
 
 
-def dispatcher(**senders: object) -> Dispatcher:
-    return Dispatcher(
-        reactor,
-        senders,  # type: ignore[arg-type]
-        FlapSuppressor(),
-        retrying=Retrying(attempts=1),
-    )
+def dispatcher(channel: Channel, sender: Sender) -> Dispatcher:
+    return Dispatcher(reactor, {channel: sender}, FlapSuppressor(), retrying=Retrying(attempts=1))
 
 
 def test_repr_of_the_senders_hides_secrets() -> None:
@@ -107,8 +104,8 @@ async def test_smtp_password_is_in_no_log_event(mechanism: bytes, log_events: Lo
             starttls=False,
         )
         note = Notification("email", "c@example.net", "Tamper", "Tamper!", "tamper:1", 0.0)
-        ok: DeliveryResult = await dispatcher(email=good).notify(note).addTimeout(20, reactor)
-        failed: DeliveryResult = await dispatcher(email=bad).notify(note).addTimeout(20, reactor)
+        ok: DeliveryResult = await dispatcher("email", good).notify(note).addTimeout(20, reactor)
+        failed: DeliveryResult = await dispatcher("email", bad).notify(note).addTimeout(20, reactor)
         assert ok.ok and not failed.ok and "535" in failed.detail
         assert server.logins == [b"relay"]
     finally:
@@ -134,7 +131,9 @@ async def test_sms_token_is_in_no_log_event_or_result(log_events: LogEvents) -> 
     )
     try:
         note = Notification("sms", "+27821234567", "Tamper", "Tamper!", "tamper:1", 0.0)
-        result: DeliveryResult = await dispatcher(sms=sender).notify(note).addTimeout(20, reactor)
+        result: DeliveryResult = (
+            await dispatcher("sms", sender).notify(note).addTimeout(20, reactor)
+        )
         assert gateway.requests[0].headers["authorization"] == f"Bearer {TOKEN}"
         assert gateway.requests[0].path.endswith(f"api_key={URL_KEY}")
     finally:
