@@ -55,6 +55,7 @@ __all__ = [
     "thd_login",
     "thd_logout",
     "thd_principal_for_token",
+    "thd_resolve_token",
     "thd_revoke_api_key",
     "thd_update_operator",
     "verify_password",
@@ -301,6 +302,15 @@ def thd_logout(connection: sa.Connection, token: str) -> None:
 def thd_principal_for_token(connection: sa.Connection, token: str, now: float) -> Principal | None:
     """Who a session token or an API key acts for; None when it is unknown, expired, revoked or
     belongs to an inactive operator."""
+    resolved = thd_resolve_token(connection, token, now)
+    return None if resolved is None else resolved[0]
+
+
+def thd_resolve_token(
+    connection: sa.Connection, token: str, now: float
+) -> tuple[Principal, float | None] | None:
+    """:func:`thd_principal_for_token`, with the time the credential stops being valid (a
+    session's expiry; None for an API key), so that a cache does not outlive a session."""
     digest = hash_token(token)
     if token.startswith(API_KEY_PREFIX):
         key = connection.execute(
@@ -308,13 +318,18 @@ def thd_principal_for_token(connection: sa.Connection, token: str, now: float) -
                 api_keys.c.key_hash == digest, api_keys.c.revoked_at.is_(None)
             )
         ).first()
-        return None if key is None else Principal(key.name, key.role, "api_key")
+        return None if key is None else (Principal(key.name, key.role, "api_key"), None)
     row = connection.execute(
-        sa.select(operators.c.username, operators.c.role, operators.c.vending_point)
+        sa.select(
+            operators.c.username, operators.c.role, operators.c.vending_point,
+            sessions.c.expires_at,
+        )
         .select_from(sessions.join(operators, sessions.c.operator_id == operators.c.id))
         .where(sessions.c.token_hash == digest, sessions.c.expires_at > now, operators.c.active)
-    ).first()
-    return None if row is None else Principal(row.username, row.role, "operator", row.vending_point)
+    ).first()  # fmt: skip
+    if row is None:
+        return None
+    return Principal(row.username, row.role, "operator", row.vending_point), float(row.expires_at)
 
 
 def thd_create_api_key(
@@ -373,12 +388,16 @@ class PrincipalCache:
             return None
         return entry[1]
 
-    def put(self, token: str, principal: Principal) -> None:
-        if self.ttl_s <= 0:
+    def put(self, token: str, principal: Principal, not_after: float | None = None) -> None:
+        """Keep ``principal`` for ``ttl_s``, or until ``not_after`` when that comes first."""
+        expires = self.clock.seconds() + self.ttl_s
+        if not_after is not None:
+            expires = min(expires, not_after)
+        if expires <= self.clock.seconds():
             return
         digest = hash_token(token)
         self._entries.pop(digest, None)
-        self._entries[digest] = (self.clock.seconds() + self.ttl_s, principal)
+        self._entries[digest] = (expires, principal)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
 

@@ -11,7 +11,8 @@ each request it:
    a literal segment beats a ``{parameter}`` in the same place, so ``/meters/groups`` is not taken
    for meter "groups");
 2. finds who is asking, from ``Authorization: Bearer <token>``, ``X-API-Key: <key>`` or the
-   ``amr_session`` cookie (see :mod:`headend.auth`); no credentials on a protected route is 401,
+   ``amr_session`` cookie (see :mod:`headend.auth`; resolved credentials are cached for 5 s, never
+   past a session's expiry); no credentials on a protected route is 401,
    credentials that resolve to nobody are 401 too, except on a public route, which ignores them;
 3. checks the route's permission (403 naming it) *before* reading the body, so a caller learns
    nothing about a route it may not use from the way its bad body is refused;
@@ -54,7 +55,7 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from ..auth import Principal, PrincipalCache, thd_principal_for_token
+from ..auth import Principal, PrincipalCache, thd_resolve_token
 
 __all__ = [
     "SESSION_COOKIE",
@@ -590,9 +591,10 @@ class ApiResource(Resource):
             return None
         principal = self.auth_cache.get(token)
         if principal is None:
-            principal = await self.app.db.run(thd_principal_for_token, token, self.clock.seconds())
-            if principal is not None:
-                self.auth_cache.put(token, principal)
+            resolved = await self.app.db.run(thd_resolve_token, token, self.clock.seconds())
+            if resolved is not None:
+                principal, not_after = resolved
+                self.auth_cache.put(token, principal, not_after)
         if principal is None and not public:
             raise ApiError(401, "invalid or expired credentials")
         return principal
