@@ -757,15 +757,7 @@ class EmbeddedBroker(Service):
         session = connection.session
         assert session is not None
         new_expiry = disconnect.properties.session_expiry_interval
-        if new_expiry is not None:
-            if session.expiry_s == 0 and new_expiry != 0:
-                # 5.0 §3.14.2.2.2 [MQTT-3.14.2-2]: not a valid DISCONNECT, so the will goes out
-                self._protocol_error(
-                    connection,
-                    ReasonCode.PROTOCOL_ERROR,
-                    "Session Expiry Interval set on DISCONNECT after 0 on CONNECT",
-                )
-                return
+        if new_expiry is not None:  # the codec refused a non-zero one after 0 [MQTT-3.14.2-2]
             session.expiry_s = new_expiry
         with_will = disconnect.reason_code == ReasonCode.DISCONNECT_WITH_WILL_MESSAGE
         connection.close()

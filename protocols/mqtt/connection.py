@@ -202,13 +202,14 @@ class ServerConnection:
     connection is in state ERROR and can only send a refusal (see :meth:`send`).
     """
 
-    __slots__ = ("_accepted", "_error", "_reader", "_state")
+    __slots__ = ("_accepted", "_error", "_reader", "_session_expiry_zero", "_state")
 
     def __init__(self, *, max_packet_size: int = DEFAULT_MAX_PACKET_SIZE) -> None:
         self._reader = PacketReader(max_packet_size=max_packet_size)
         self._state = State.AWAIT_CONNECT
         self._error: MqttError | None = None
         self._accepted = False  # an accepting CONNACK went out
+        self._session_expiry_zero = True  # the CONNECT's Session Expiry Interval was 0 or absent
 
     @property
     def state(self) -> State:
@@ -242,7 +243,22 @@ class ServerConnection:
             packet = self._reader.next_packet()
             if isinstance(packet, NeedData):
                 return packet
-            self._state = self._transition(_R, packet.packet_type)  # ... and apply it after
+            following = self._transition(_R, packet.packet_type)  # ... and apply it after
+            if isinstance(packet, Connect):
+                self._session_expiry_zero = not packet.properties.session_expiry_interval
+            elif (
+                isinstance(packet, Disconnect)
+                and self._session_expiry_zero
+                and packet.properties.session_expiry_interval
+            ):
+                # 5.0 §3.14.2.2.2: "If the Session Expiry Interval in the CONNECT packet was zero,
+                # then it is a Protocol Error to set a non-zero Session Expiry Interval in the
+                # DISCONNECT packet sent by the Client [MQTT-3.14.2-2]" (not a valid DISCONNECT:
+                # the connection is not closed by it, the server refuses it)
+                raise ProtocolViolation(
+                    "DISCONNECT sets a Session Expiry Interval after 0 in CONNECT [MQTT-3.14.2-2]"
+                )
+            self._state = following
             return packet
         except MqttError as exc:
             self._state = State.ERROR
