@@ -173,7 +173,7 @@ class SealedKeyStore:
             raise KeyStoreError(
                 f"vending key {row.id} does not open: wrong master key or a tampered row"
             ) from None
-        return VendingKey.from_hex(clear.hex()), Dkga(row.dkga)
+        return VendingKey.from_hex(clear.hex()), Dkga.parse(row.dkga)
 
     def _coder(self, connection: sa.Connection, meter: MeterKeys) -> TokenCoder:
         coder = self._coders.get(meter)

@@ -82,7 +82,7 @@ class KeyBody(BaseModel):
     key_revision: int = Field(ge=1, le=9)
     key_type: int = Field(ge=0, le=3)
     algorithm: str = Field(pattern="^(sta|misty1|dea)$")
-    dkga: int = Field(ge=2, le=4)
+    dkga: int = Field(ge=2, le=4, description="2 (DKGA02) or 4 (DKGA04)")
 
 
 @router.route("GET", "/api/v1/alarms", permission="read", tags=("alarms",),

@@ -176,7 +176,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("first_seen_at", sa.Float(precision=53), nullable=False),
         sa.Column("last_seen_at", sa.Float(precision=53), nullable=False),
-        sa.Column("online", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("online", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("version", sa.String(length=64), server_default="", nullable=False),
         sa.Column("max_seq", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("health", sa.Text(), server_default="{}", nullable=False),
@@ -225,7 +225,7 @@ def upgrade() -> None:
         sa.Column("kind", sa.String(length=64), nullable=False),
         sa.Column("channel", sa.String(length=8), nullable=False),
         sa.Column("recipient", sa.String(length=200), nullable=False),
-        sa.Column("enabled", sa.Boolean(), server_default=sa.text("1"), nullable=False),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_rules")),
     )
     op.create_table(
@@ -262,7 +262,7 @@ def upgrade() -> None:
         sa.Column(
             "vending_point", sa.String(length=64), server_default="head-office", nullable=False
         ),
-        sa.Column("active", sa.Boolean(), server_default=sa.text("1"), nullable=False),
+        sa.Column("active", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("created_at", sa.Float(precision=53), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_operators")),
         sa.UniqueConstraint("username", name=op.f("uq_operators_username")),
@@ -278,7 +278,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=64), nullable=False),
         sa.Column("group_name", sa.String(length=64), nullable=True),
         sa.Column("spec", sa.Text(), nullable=False),
-        sa.Column("enabled", sa.Boolean(), server_default=sa.text("1"), nullable=False),
+        sa.Column("enabled", sa.Boolean(), server_default=sa.true(), nullable=False),
         sa.Column("last_window_at", sa.Float(precision=53), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_read_schedules")),
         sa.UniqueConstraint("name", name=op.f("uq_read_schedules_name")),
@@ -438,7 +438,7 @@ def upgrade() -> None:
         sa.Column("month", sa.String(length=7), server_default="", nullable=False),
         sa.Column("month_energy_wh", sa.BigInteger(), server_default="0", nullable=False),
         sa.Column("month_fixed_paid_minor", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("month_fbe_issued", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("month_fbe_issued", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("opened_at", sa.Float(precision=53), nullable=False),
         sa.Column("closed_at", sa.Float(precision=53), nullable=True),
         sa.ForeignKeyConstraint(
