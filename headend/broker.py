@@ -929,7 +929,7 @@ class EmbeddedBroker(Service):
             packet_id=delivery.packet_id if delivery.qos else None,
             properties=properties,
         )
-        data = encode(packet, connection.protocol_level)
+        data = connection.codec.send(packet)  # a PUBLISH leaves the state as it is
         limit = connection.max_outgoing_size
         if limit is not None and len(data) > limit:
             log.warn(
@@ -941,7 +941,7 @@ class EmbeddedBroker(Service):
                 limit=limit,
             )
             return False
-        connection.send(packet)
+        connection.write(data)
         return True
 
     def _on_puback(self, connection: _BrokerProtocol, puback: PubAck) -> None:

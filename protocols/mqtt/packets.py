@@ -617,26 +617,38 @@ def _encode_subscribe(packet: Subscribe, v5: bool) -> bytes:
 # -- decoding -----------------------------------------------------------------------------------
 
 
+def _judge_first_byte(first_byte: int, protocol_level: int | None) -> PacketType | str:
+    value = first_byte >> 4
+    flags = first_byte & 0x0F
+    if value == 0 or (value == PacketType.AUTH and protocol_level == MQTT_3_1_1):
+        return f"reserved control packet type {value} (5.0 §2.1.2)"
+    packet_type = PacketType(value)
+    if packet_type is PacketType.PUBLISH:
+        if flags & 0b0110 == 0b0110:
+            return "PUBLISH with both QoS bits set [MQTT-3.3.1-4]"
+        if flags & 0b1000 and not flags & 0b0110:
+            return "PUBLISH QoS 0 with the DUP flag set [MQTT-3.3.1-2]"
+    elif flags != _FIXED_FLAGS.get(packet_type, 0):
+        return f"{packet_type.name} with reserved flags 0b{flags:04b} [MQTT-2.1.3-1]"
+    return packet_type
+
+
+# every first byte judged once per level: this runs for every packet received
+_FIRST_BYTES: Final = {
+    level: tuple(_judge_first_byte(byte, level) for byte in range(256))
+    for level in (None, MQTT_3_1_1, MQTT_5)
+}
+
+
 def check_fixed_header(first_byte: int, protocol_level: int | None) -> PacketType:
     """The packet type of a first byte; MalformedPacket for a reserved type or wrong flags.
 
     ``protocol_level`` None means "before CONNECT" (AUTH is then judged as 5.0 would).
     """
-    value = first_byte >> 4
-    flags = first_byte & 0x0F
-    if value == 0 or (value == PacketType.AUTH and protocol_level == MQTT_3_1_1):
-        raise MalformedPacket(f"reserved control packet type {value} (5.0 §2.1.2)")
-    packet_type = PacketType(value)
-    if packet_type is PacketType.PUBLISH:
-        if flags & 0b0110 == 0b0110:
-            raise MalformedPacket("PUBLISH with both QoS bits set [MQTT-3.3.1-4]")
-        if flags & 0b1000 and not flags & 0b0110:
-            raise MalformedPacket("PUBLISH QoS 0 with the DUP flag set [MQTT-3.3.1-2]")
-    elif flags != _FIXED_FLAGS.get(packet_type, 0):
-        raise MalformedPacket(
-            f"{packet_type.name} with reserved flags 0b{flags:04b} [MQTT-2.1.3-1]"
-        )
-    return packet_type
+    verdict = _FIRST_BYTES[protocol_level][first_byte]
+    if isinstance(verdict, str):
+        raise MalformedPacket(verdict)
+    return verdict
 
 
 def decode(first_byte: int, body: bytes, protocol_level: int) -> Packet:

@@ -30,7 +30,7 @@ MQTT 3.1.1 has no properties: its packets carry :data:`NO_PROPERTIES`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from enum import Enum, IntEnum
 from typing import Any, Final
 
@@ -286,8 +286,17 @@ class Properties:
     subscription_identifier_available: int | None = None
     shared_subscription_available: int | None = None
 
+    # computed once: packets consult it on every encode and check (not a property of MQTT)
+    _present: tuple[tuple[str, Any], ...] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
-        for name, value in self.present():
+        present = tuple(
+            (name, value)
+            for name in _FIELD_NAMES
+            if (value := getattr(self, name)) is not None and value != ()
+        )
+        object.__setattr__(self, "_present", present)
+        for name, value in present:
             spec = _BY_NAME[name]
             values = value if name in _MULTI_VALUED else (value,)
             if name in _MULTI_VALUED and not isinstance(value, tuple):
@@ -297,17 +306,12 @@ class Properties:
                 if problem is not None:
                     raise MqttUsageError(f"property {name} {problem}")
 
-    def present(self) -> list[tuple[str, Any]]:
+    def present(self) -> tuple[tuple[str, Any], ...]:
         """``(field name, value)`` of every property that is present, in identifier order."""
-        out = []
-        for name in _FIELD_NAMES:
-            value = getattr(self, name)
-            if value is not None and value != ():
-                out.append((name, value))
-        return out
+        return self._present
 
     def __bool__(self) -> bool:
-        return bool(self.present())
+        return bool(self._present)
 
     def check_context(self, context: Context) -> None:
         """MqttUsageError unless every property present may be sent in ``context``."""
@@ -320,7 +324,7 @@ class Properties:
 
 
 # Properties declares its fields in identifier order, so encoding walks them in that order.
-_FIELD_NAMES: Final = tuple(item.name for item in fields(Properties))
+_FIELD_NAMES: Final = tuple(item.name for item in fields(Properties) if item.init)
 
 NO_PROPERTIES: Final = Properties()
 
