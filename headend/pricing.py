@@ -114,8 +114,8 @@ def _is_int(value: object) -> bool:
 
 def _decimal(value: object) -> Decimal | None:
     """``value`` as a finite Decimal (ints accepted), or None: floats are refused, they are inexact."""
-    if _is_int(value):
-        return Decimal(value)  # type: ignore[arg-type]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return Decimal(value)
     if isinstance(value, Decimal) and value.is_finite():
         return value
     return None
