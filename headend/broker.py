@@ -20,8 +20,8 @@ Supported:
 * QoS 0 and 1 both ways. QoS 2 from a publisher: the full PUBREC/PUBREL/PUBCOMP handshake, with
   exactly-once routing (a PUBLISH resent before PUBREL is not routed twice; the packet
   identifiers awaiting PUBREL are session state and survive a reconnect). Delivery to subscribers
-  is at most QoS 1: a QoS 2 subscription is granted QoS 1 in the SUBACK, which 5.0 §3.9.3 allows
-  ("the Server might grant a lower Maximum QoS than the subscriber requested").
+  is at most QoS 1: a QoS 2 subscription is granted QoS 1 in the SUBACK, which 5.0 §3.8.4 allows
+  ("The Server might grant a lower Maximum QoS than the subscriber requested").
 * Retained messages (a retained empty payload deletes; 5.0 Retain Handling 0/1/2 and Retain As
   Published; No Local). Retained messages are not sent to shared subscriptions (5.0 §3.3.1.3:
   they are sent "When a new Non-shared Subscription is made").
@@ -420,8 +420,6 @@ class EmbeddedBroker(Service):
     Deferred that fires once the listener and every client connection are closed.
     """
 
-    name = "mqtt-broker"
-
     def __init__(
         self,
         reactor: Any,
@@ -723,7 +721,8 @@ class EmbeddedBroker(Service):
         )
         # 5.0 §4.4 [MQTT-4.4.0-1]: resend unacknowledged PUBLISH, original ids, DUP set
         for delivery in list(session.inflight.values()):
-            self._send_publish(connection, delivery, dup=True)
+            if not self._send_publish(connection, delivery, dup=True):
+                del session.inflight[delivery.packet_id]  # too large for this client now
         self._pump(session)
 
     def _refuse(self, connection: _BrokerProtocol, reason_code: int, problem: str) -> None:

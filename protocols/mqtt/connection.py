@@ -4,11 +4,10 @@ Theory of operation. :class:`PacketReader` cuts a byte stream into packets: it w
 byte and the Remaining Length (5.0 §2.1.4), then for the whole body, and hands both to
 :func:`~protocols.mqtt.packets.decode`. Too few bytes is not an error (:data:`NEED_DATA`). The
 buffer is bounded by the maximum packet size: a packet that announces more is refused as soon as
-its Remaining Length is in (5.0 §3.1.2.11.4: "Where a Packet is too large to send ...", and the
-receiver side, "If a Server receives a packet whose size exceeds this limit, this is a Protocol
-Error, the Server uses DISCONNECT with Reason Code 0x95 (Packet too large)"), never after buffering
-it. The caller drains events after each ``receive_data``, so the buffer never holds more than one
-packet plus one read.
+its Remaining Length is in, never after buffering it (5.0 §3.2.2.3.6, the server's Maximum Packet
+Size: "If a Server receives a packet whose size exceeds this limit, this is a Protocol Error, the
+Server uses DISCONNECT with Reason Code 0x95 (Packet too large)"). The caller drains events after
+each ``receive_data``, so the buffer never holds more than one packet plus one read.
 
 :class:`ServerConnection` is a reader plus the connection's state machine, seen from the server.
 Its table, :data:`TRANSITIONS`, lists every (state, direction, packet type) that MQTT allows; any
@@ -17,9 +16,9 @@ we try to send is a :class:`~protocols.mqtt.errors.MqttUsageError`::
 
     AWAIT_CONNECT --recv CONNECT--> AWAIT_CONNACK --send CONNACK (accepted)--> CONNECTED
                                           |  \\--send CONNACK (refused)-------> CLOSED
-                                          |  (the client may send on before our CONNACK, 5.0 §3.1.4:
-                                          |   "Clients are allowed to send further MQTT Control
-                                          |   Packets immediately after sending a CONNECT packet")
+                                          |  (the client may send on before our CONNACK: 5.0 §3.1.4
+                                          |   speaks of a Client that "exploits its freedom to send
+                                          |   Control Packets before it receives a CONNACK")
     CONNECTED --recv/send the packets of a session--> CONNECTED
     CONNECTED --recv DISCONNECT or send DISCONNECT--> CLOSED
     any state --bytes that break MQTT--> ERROR (the error is raised again on every later call)
@@ -27,10 +26,10 @@ we try to send is a :class:`~protocols.mqtt.errors.MqttUsageError`::
 Rules it applies: 3.1.1 §3.1.0 / 5.0 §3.1: "After a Network Connection is established by a Client
 to a Server, the first packet sent from the Client to the Server MUST be a CONNECT packet
 [MQTT-3.1.0-1]" and "The Server MUST process a second CONNECT packet sent from a Client as a
-Protocol Error and close the Network Connection [MQTT-3.1.0-2]". 5.0 §3.14: after DISCONNECT the
-sender "MUST NOT send any more MQTT Control Packets on that Network Connection [MQTT-3.14.4-1]".
-5.0 §4.13.1: "The Server MUST NOT send a DISCONNECT until after it has sent a CONNACK with Reason
-Code of less than 0x80 [MQTT-3.14.0-1]" (before that a refusal is a CONNACK).
+Protocol Error and close the Network Connection [MQTT-3.1.0-2]". 5.0 §3.14.4: after DISCONNECT
+the sender "MUST NOT send any more MQTT Control Packets on that Network Connection
+[MQTT-3.14.4-1]". 5.0 §3.14: "The Server MUST NOT send a DISCONNECT until after it has sent a
+CONNACK with Reason Code of less than 0x80 [MQTT-3.14.0-1]" (before that a refusal is a CONNACK).
 
 The packet type and flags are checked from the first byte, before the body arrives, so a peer that
 is not speaking MQTT at all (an HTTP request, TLS on the plain port) is refused at once.

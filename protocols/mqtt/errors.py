@@ -2,7 +2,7 @@
 
 Every error the peer can cause is a :class:`MqttError`, a
 :class:`~protocols.errors.RemoteProtocolError` carrying the MQTT 5.0 reason code a server puts in
-the DISCONNECT (or CONNACK) it sends before closing the connection. 5.0 §4.13 "Handling errors":
+the DISCONNECT (or CONNACK) it sends before closing the connection. 5.0 §4.13.1:
 
     "Where a Server detects a Malformed Packet or Protocol Error, and a Reason Code is given in the
     specification, it MUST close the Network Connection. In the case of an error in a CONNECT
