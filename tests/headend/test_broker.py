@@ -1066,3 +1066,23 @@ def test_stop_service_fires_once_connections_are_gone(
     assert not stopped.called  # waits for the connection to be lost
     client.lose()
     assert stopped.called
+
+
+def test_a_shared_group_prefers_its_connected_members(
+    fake_broker: EmbeddedBroker, clock: MemoryReactorClock
+) -> None:
+    away = Connect("away", clean_start=False, properties=Properties(session_expiry_interval=60))
+    member, _ = connect(fake_broker, clock, away)
+    member.send(Subscribe(1, (Subscription("$share/g/t", 1),)))
+    member.send(Disconnect())
+    member.lose()
+    here, _ = connect(fake_broker, clock, Connect("here"))
+    here.send(Subscribe(1, (Subscription("$share/g/t", 1),)))
+    assert here.received() == [SubAck(1, (1,))]
+    publisher, _ = connect(fake_broker, clock, Connect("pub"))
+    for index in range(4):
+        publisher.send(Publish("t", b"%d" % index, qos=1, packet_id=index + 1))
+    assert [p.payload for p in here.received() if isinstance(p, Publish)] == [
+        b"0", b"1", b"2", b"3"
+    ]  # fmt: skip
+    assert fake_broker.queued_messages("away") == 0
