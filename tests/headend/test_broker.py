@@ -17,6 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties as PahoProperties
@@ -57,6 +59,7 @@ from protocols.mqtt import (
     Will,
     encode,
 )
+from tests.protocols.mqtt.test_hypothesis import packets as client_packets
 
 integration = pytest.mark.integration
 TIMEOUT_S = 10
@@ -1086,3 +1089,37 @@ def test_a_shared_group_prefers_its_connected_members(
         b"0", b"1", b"2", b"3"
     ]  # fmt: skip
     assert fake_broker.queued_messages("away") == 0
+
+
+CLIENT_TYPES = frozenset(
+    {"Publish", "PubAck", "PubRec", "PubRel", "PubComp", "Subscribe", "Unsubscribe", "PingReq",
+     "Disconnect", "Auth", "Connect"}
+)  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data(), level=st.sampled_from([MQTT_3_1_1, MQTT_5]))
+def test_no_sequence_of_packets_or_garbage_crashes_the_broker(
+    data: st.DataObject, level: int
+) -> None:
+    clock = MemoryReactorClock()
+    service = EmbeddedBroker(clock, max_inflight=2, max_queued_messages=5)
+    service.startService()
+    watcher, _ = connect(service, clock, Connect("watcher", properties=Properties(
+        session_expiry_interval=60, receive_maximum=1)))  # fmt: skip
+    watcher.send(Subscribe(1, (Subscription("#", 1), Subscription("$share/g/#", 1))))
+    fuzzed, _ = connect(service, clock, Connect("fuzz", level, clean_start=False,
+                                                will=Will("will/fuzz", b"x", qos=1)))  # fmt: skip
+    packets = client_packets(level).filter(lambda p: type(p).__name__ in CLIENT_TYPES)
+    chunks = data.draw(
+        st.lists(st.one_of(packets.map(lambda p: encode(p, level)), st.binary(max_size=12)),
+                 max_size=8)
+    )  # fmt: skip
+    for chunk in chunks:
+        fuzzed.protocol.dataReceived(chunk)
+        clock.advance(1)
+    fuzzed.lose()
+    watcher.lose()
+    clock.advance(3600)
+    assert service.internal_errors == 0
+    service.stopService()
