@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from protocols.link import EventBatch, EventState, GatewayState, ReadingBatch
 
 from .config import MeterDefaults
-from .store.schema import alarms, events, gateways, meters, readings
+from .store.schema import alarms, events, gateways, meter_groups, meters, readings
 
 __all__ = [
     "RaisedAlarm",
@@ -109,6 +109,12 @@ def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set
         )
     }
     new = sorted(meter_ids - set(known))
+    if new and defaults.group:
+        connection.execute(
+            _insert(connection, meter_groups)
+            .values(name=defaults.group)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
     if new:
         connection.execute(
             _insert(connection, meters).on_conflict_do_nothing(index_elements=["id"]),

@@ -127,4 +127,7 @@ def make_service(config: HeadendConfig, reactor: Any) -> HeadendService:
     app.notifier = make_notifier(app)
     top = HeadendService(app)
     link.setServiceParent(top)
+    from .scheduler import Scheduler
+
+    Scheduler(app).setServiceParent(top)
     return top
