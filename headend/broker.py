@@ -636,15 +636,15 @@ class EmbeddedBroker(Service):
         if self._sessions.get(session.client_id) is session:
             del self._sessions[session.client_id]
         session.cancel_timers()
-        will, session.pending_will = session.pending_will, None
-        if will is not None:
-            self._publish_will(will, session.client_id)
         for topic_filter in list(session.subscriptions):
             self._remove_subscription(session, topic_filter)
         leftovers = [d for d in (*session.inflight.values(), *session.pending) if d.group]
         session.inflight.clear()
         session.pending.clear()
         session.awaiting_pubrel.clear()
+        will, session.pending_will = session.pending_will, None
+        if will is not None:  # routed once the session is gone from every subscription
+            self._publish_will(will, session.client_id)
         for delivery in leftovers:
             assert delivery.group is not None
             if self._groups.get(delivery.group.key) is delivery.group:

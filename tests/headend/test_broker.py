@@ -1108,8 +1108,13 @@ def test_no_sequence_of_packets_or_garbage_crashes_the_broker(
     watcher, _ = connect(service, clock, Connect("watcher", properties=Properties(
         session_expiry_interval=60, receive_maximum=1)))  # fmt: skip
     watcher.send(Subscribe(1, (Subscription("#", 1), Subscription("$share/g/#", 1))))
-    fuzzed, _ = connect(service, clock, Connect("fuzz", level, clean_start=False,
-                                                will=Will("will/fuzz", b"x", qos=1)))  # fmt: skip
+    timers = Properties(session_expiry_interval=data.draw(st.sampled_from([0, 3, 10])))
+    delay = Properties(will_delay_interval=data.draw(st.sampled_from([0, 2, 8])))
+    v5 = level == MQTT_5
+    fuzzed, _ = connect(service, clock, Connect(
+        "fuzz", level, clean_start=False, properties=timers if v5 else Properties(),
+        will=Will("will/fuzz", b"x", qos=1, properties=delay if v5 else Properties())))  # fmt: skip
+    fuzzed.send(Subscribe(1, (Subscription("will/#", 1), Subscription("$share/g/#", 1))))
     packets = client_packets(level).filter(lambda p: type(p).__name__ in CLIENT_TYPES)
     chunks = data.draw(
         st.lists(st.one_of(packets.map(lambda p: encode(p, level)), st.binary(max_size=12)),
@@ -1123,3 +1128,26 @@ def test_no_sequence_of_packets_or_garbage_crashes_the_broker(
     clock.advance(3600)
     assert service.internal_errors == 0
     service.stopService()
+
+
+def test_a_session_ending_before_its_will_delay_publishes_the_will(
+    fake_broker: EmbeddedBroker, clock: MemoryReactorClock
+) -> None:
+    watcher, _ = connect(fake_broker, clock, Connect("watcher"))
+    watcher.send(Subscribe(1, (Subscription("will/#", 0),)))
+    watcher.received()
+    connect_packet = Connect(
+        "short-lived",
+        will=Will("will/short-lived", b"gone", properties=Properties(will_delay_interval=60)),
+        properties=Properties(session_expiry_interval=5),
+    )
+    client, _ = connect(fake_broker, clock, connect_packet)
+    # subscribed to its own will, shared and not: the will must not be routed to the dying session
+    client.send(Subscribe(1, (Subscription("will/#", 1), Subscription("$share/g/will/#", 1))))
+    client.lose()
+    clock.advance(4)
+    assert watcher.received() == []
+    clock.advance(2)  # the session ends before the will delay: the will goes out then
+    assert [p.payload for p in watcher.received() if isinstance(p, Publish)] == [b"gone"]
+    assert not fake_broker.session_exists("short-lived")
+    assert fake_broker.internal_errors == 0
