@@ -9,6 +9,7 @@ back the new version (see ``headend.followups``).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from protocols.link import CommandType
 
 from ..audit import thd_audit
+from ..calendar import CalendarError, Season, TouCalendar, meter_table
 from ..commands import NewCommand, thd_enqueue
 from ..pricing import PricingError
 from ..store.schema import accounts, meters, tariff_versions, tariffs, tou_rollouts
@@ -58,6 +60,40 @@ class PushBody(BaseModel):
         return self
 
 
+def calendar_from_json(body: dict[str, Any]) -> TouCalendar:
+    """A :class:`TouCalendar` from its JSON form (a TOU tariff body's ``calendar``)::
+
+    {"name", "version", "zone", "bands": [...], "seasons": [{"name", "start": "MM-DD", "end"}],
+     "week": [7 day types, Monday first], "profiles": {name: [["HH:MM", band], ...]},
+     "assignments": [{"season", "day_type", "profile"}], "special_days": {"MM-DD": day_type}}
+    """
+    try:
+        return TouCalendar(
+            name=body["name"], version=int(body.get("version", 1)), zone=body["zone"],
+            bands=tuple(body["bands"]),
+            seasons=tuple(Season(s["name"], s["start"], s["end"]) for s in body["seasons"]),
+            week=tuple(body["week"]),
+            profiles={name: tuple((str(p[0]), str(p[1])) for p in points)
+                      for name, points in body["profiles"].items()},
+            assignments={(a["season"], a["day_type"]): a["profile"] for a in body["assignments"]},
+            special_days=dict(body.get("special_days", {})),
+        )  # fmt: skip
+    except CalendarError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CalendarError([f"calendar: {exc!r}"]) from None
+
+
+def meter_tables(body: dict[str, Any], activation_at: float) -> dict[str, Any]:
+    """The weekday/weekend switch points a meter takes, from a TOU body (a table or a calendar,
+    whose profiles on the local date of the activation are the ones sent)."""
+    if "calendar" not in body:
+        return {"weekday": body["weekday"], "weekend": body["weekend"]}
+    calendar = calendar_from_json(body["calendar"])
+    local = datetime.fromtimestamp(activation_at, UTC).astimezone(calendar.tz).date()
+    return meter_table(calendar, local)
+
+
 def validate_body(kind: str, body: dict[str, Any]) -> None:
     """Refuse a tariff body vending or the meters could not use, with the reason."""
     if kind == "step":
@@ -65,6 +101,14 @@ def validate_body(kind: str, body: dict[str, Any]) -> None:
             step_tariff_from(body)
         except (KeyError, TypeError, ValueError, PricingError) as exc:
             raise ApiError(422, f"not a step tariff: {exc}") from None
+        return
+    if "calendar" in body:
+        try:
+            meter_tables(body, 0.0)
+        except CalendarError as exc:
+            raise ApiError(
+                422, "not a TOU calendar the meters can take", details=list(exc.problems)
+            ) from None
         return
     problems = []
     for day in ("weekday", "weekend"):
@@ -210,7 +254,7 @@ async def push(request: Request) -> Response:
             targets = list(connection.execute(
                 sa.select(accounts.c.meter_id).where(accounts.c.tou_tariff_id == tariff_id,
                                                      accounts.c.status != "closed")).scalars())  # fmt: skip
-        table = json.loads(version.body)
+        table = meter_tables(json.loads(version.body), body.activation_at)
         args = {"version": number, "activation": int(body.activation_at),
                 "weekday": table["weekday"], "weekend": table["weekend"]}  # fmt: skip
         for meter_id in targets:
