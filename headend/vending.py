@@ -44,11 +44,13 @@ from .pricing import Block, Debt, MonthState, StepTariff, VendQuote, vend_by_ene
 from .store.schema import accounts, commands, meters, tariff_versions, tariffs, tokens, vends
 
 __all__ = [
+    "TRANSFER_RECEIPT_PREFIX",
     "VendError",
     "meter_keys",
     "step_tariff_from",
     "thd_cancel_vend",
     "thd_engineering_token",
+    "thd_transfer_credit",
     "thd_vend",
     "thd_vend_view",
 ]
@@ -321,3 +323,70 @@ def thd_engineering_token(connection: sa.Connection, issuer: TokenIssuer, meter_
               {"token_id": token_id, "watts": watts})  # fmt: skip
     return {"token_id": token_id, "meter_id": meter_id, "kind": kind, "token": token.grouped,
             "command_id": command_id}  # fmt: skip
+
+
+# a credit transfer's receipt number starts with this (a sale's with "R"): reports tell them apart
+TRANSFER_RECEIPT_PREFIX = "T"
+
+
+def thd_transfer_credit(connection: sa.Connection, issuer: TokenIssuer, seller: Seller,
+                        account_id: int, meter_id: str, energy_wh: int, from_meter_id: str,
+                        now: float, *, expiry_s: float = 86400.0,
+                        deliver: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Move credit read from a replaced meter to its successor: a credit token at no price.
+
+    The token carries ``energy_wh`` rounded down to the 0.1 kWh unit (the customer is never given
+    more than the old meter held). It is recorded like a sale, so that it is reprinted, resent and
+    shown like one: a vend of amount 0 whose receipt has one line, "credit transferred from meter
+    X", and whose receipt number starts with :data:`TRANSFER_RECEIPT_PREFIX`. The account's month
+    purchases, fixed charge and debt are untouched: the energy was paid for on the old meter.
+    """
+    units = energy_wh // 100
+    if units <= 0:
+        raise VendError(f"{energy_wh} Wh is less than the token's unit of 0.1 kWh", 400)
+    account = connection.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
+    if account is None:
+        raise VendError(f"no account {account_id}", 404)
+    meter = connection.execute(sa.select(meters).where(meters.c.id == meter_id)).first()
+    if meter is None:
+        raise VendError(f"no meter {meter_id}", 404)
+    if meter.status != "active":
+        raise VendError(f"meter {meter.id} is {meter.status}")
+    fields = TransferCredit(CreditType.ELECTRICITY, amount=units,
+                            tid=_next_tid(connection, meter, now), rnd=random_rnd())  # fmt: skip
+    token = issuer.issue(connection, meter_keys(meter), fields)
+    try:
+        currency = _tariff_body(connection, account.tariff_id).get("currency")
+    except VendError:
+        currency = None
+    receipt_no = f"{TRANSFER_RECEIPT_PREFIX}{int(now):010d}{secrets.randbelow(10**6):06d}"
+    description = f"credit transferred from meter {from_meter_id}"
+    receipt = {
+        "receipt_no": receipt_no, "issued_at": now, "meter": meter.id, "account": account.id,
+        "operator": seller.name, "vending_point": seller.vending_point, "currency": currency,
+        "tendered_minor": 0,
+        "lines": [{"kind": "credit_transfer", "description": description,
+                   "quantity_wh": units * 100, "unit_price_minor": None, "net_minor": 0,
+                   "tax_minor": 0, "amount_minor": 0}],
+        "total_minor": 0, "tax_minor": 0, "change_minor": 0, "energy_wh": units * 100,
+        "fbe_wh": 0, "debt_remaining_minor": account.debt_minor,
+        "notes": [f"{description}: {energy_wh} Wh read, {units * 100} Wh in 0.1 kWh units"],
+        "token": token.grouped,
+    }  # fmt: skip
+    vend_id = int(connection.execute(
+        sa.insert(vends).values(
+            receipt_no=receipt_no, account_id=account.id, meter_id=meter.id,
+            operator=seller.name, vending_point=seller.vending_point, amount_minor=0,
+            energy_wh=units * 100, debt_minor=0,
+            receipt=json.dumps(receipt, separators=(",", ":")), status="issued", created_at=now,
+        ).returning(vends.c.id)
+    ).scalar_one())  # fmt: skip
+    _store_token(connection, meter, "credit", fields, token.digits, now, seller.name, vend_id)
+    if deliver and meter.gateway_id is not None:
+        thd_enqueue(connection, NewCommand(CommandType.TOKEN, meter.id,
+                                           {"tokens": [token.digits]}, seller.name, vend_id,
+                                           expiry_s), now)  # fmt: skip
+    thd_audit(connection, now, seller.name, "vend.credit_transfer", f"meter:{meter.id}",
+              {"vend_id": vend_id, "receipt_no": receipt_no, "from_meter": from_meter_id,
+               "energy_wh": units * 100})  # fmt: skip
+    return thd_vend_view(connection, vend_id)
