@@ -27,11 +27,20 @@ from headend.api.app import build_router
 from headend.api.framework import ApiResource, ApiSite, Router
 from headend.api.tariffs import thd_create_tariff
 from headend.config import ApiConfig, HeadendConfig, MeterDefaults
-from headend.keystore import SealedKeyStore, thd_add_vending_key
+from headend.keystore import MeterKeys, SealedKeyStore, thd_add_vending_key
 from headend.records import thd_ensure_meters, thd_touch_gateway
 from headend.store import Database, make_engine, upgrade
 from headend.store.schema import accounts, customers, meter_groups, meters
-from protocols.sts import luhn_check_digit
+from protocols.sts import (
+    BaseDate,
+    Dkga,
+    KeyType,
+    MeterDecoder,
+    MeterState,
+    VendingKey,
+    derive_decoder_key,
+    luhn_check_digit,
+)
 from tests.headend.api.harness import MAX_BODY, TIMEOUT_S, Client, LogEvents, Reply
 
 KEY1_HEX = "ABABABABABABABAB"
@@ -76,6 +85,18 @@ def add_meters(connection: sa.Connection, *meter_ids: str, gateway: str | None =
     if gateway is None:
         values["gateway_id"] = None
     connection.execute(sa.update(meters).where(meters.c.id.in_(meter_ids)).values(values))
+
+
+def meter_decoder(meter_id: str, key_hex: str = KEY1_HEX, *, key_revision: int = 1,
+                  base_date: int = 1993, tariff_index: int = 1, key_type: int = 2,
+                  sgc: int = SGC) -> MeterDecoder:  # fmt: skip
+    """The pure STS meter model (``protocols.sts``) holding the decoder key a meter with these
+    attributes was given at the factory, derived from the vending key ``key_hex`` (DKGA02, STA)."""
+    keys = MeterKeys(meter_id, sgc, tariff_index, key_revision, key_type, base_date, "sta")
+    key = derive_decoder_key(VendingKey.from_hex(key_hex), keys.inputs(Dkga.parse(2)))
+    return MeterDecoder(MeterState(key=key, key_type=KeyType(key_type),
+                                   key_revision_number=key_revision, tariff_index=tariff_index,
+                                   supply_group_code=sgc, base_date=BaseDate(base_date)))  # fmt: skip
 
 
 def add_customer(connection: sa.Connection, name: str, now: float = START) -> int:
