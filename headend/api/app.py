@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 
-from . import admin, field, lifecycle, operations, reports, tariffs, vending
+from . import admin, campaigns, field, lifecycle, operations, reports, tariffs, vending
 from .framework import ApiResource, ApiSite, Router
 
 __all__ = ["build_router", "make_site"]
@@ -16,7 +16,7 @@ __all__ = ["build_router", "make_site"]
 
 def build_router() -> Router:
     router = Router()
-    for module in (admin, vending, field, operations, tariffs, reports, lifecycle):
+    for module in (admin, vending, field, operations, tariffs, reports, lifecycle, campaigns):
         router.include(module.router)
     return router
 
