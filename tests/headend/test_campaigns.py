@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
+from twisted.internet import reactor
 
 from headend.campaigns import (
     CampaignError,
@@ -26,7 +27,7 @@ from headend.campaigns import (
 from headend.commands import thd_apply_status, thd_due
 from headend.followups import thd_command_finished
 from headend.keystore import MeterKeys, SealedKeyStore
-from headend.store import Database
+from headend.store import Database, upgrade
 from headend.store.schema import (
     audit_log,
     commands,
@@ -68,6 +69,8 @@ from tests.headend.seed import (  # noqa: F401 (fixtures)
     meter_decoder,
     open_account,
 )
+from tests.support.pg_fixture import postgres  # noqa: F401
+from tests.support.postgres import Postgres
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC).timestamp()
 MOMENT = datetime(2024, 6, 1, 12, 30)  # the wall-clock time of the tokens made after the change
@@ -416,3 +419,29 @@ async def test_campaigns_over_http(api: Api, master: bytes) -> None:
     assert reply.status == 200, reply.body
     assert reply.json["requeued"] == [R1, R2, R3, R5, R6]
     assert reply.json["states"]["pending"] == 5 and api.app.dispatcher.pokes == 2
+
+
+@pytest.mark.integration
+def test_a_campaign_on_postgresql(postgres: Postgres, master: bytes) -> None:  # noqa: F811
+    database = Database(reactor, postgres.create_database("campaigns"))
+    try:
+        upgrade(database.engine)
+        issuer = SealedKeyStore(master)
+        database.run_sync(seed, master)
+        view = create(database, issuer)
+        assert view["states"] == {"pending": 5, "done": 1, "failed": 0, "expired": 0,
+                                  "rejected": 0}  # fmt: skip
+        database.run_sync(thd_due, NOW + 1, 1e9, 5)
+        database.run_sync(report, R1, CommandState.APPLIED, 1)
+        database.run_sync(report, R2, CommandState.FAILED)
+        meter = meter_decoder(R1)
+        digits = json.loads(database.run_sync(the_set, R1)[2].args)["tokens"]
+        assert enter_all(meter, digits) == [TokenResult.FIRST_KCT_ENTERED, TokenResult.ACCEPT]
+        retried = database.run_sync(thd_retry_campaign, view["id"], "kim", NOW + 120)
+        assert retried["requeued"] == [R2]
+        assert retried["states"] == {"pending": 4, "done": 2, "failed": 0, "expired": 0,
+                                     "rejected": 0}  # fmt: skip
+        with pytest.raises(CampaignError, match="on its way already"):
+            create(database, issuer, "again", meter_ids=[R3])
+    finally:
+        database.stop()

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
+from twisted.internet import reactor
 
 from headend.keystore import SealedKeyStore
 from headend.lifecycle import LifecycleError, thd_change_tenant, thd_replace_meter
 from headend.records import reading_rows, thd_store_readings
-from headend.store import Database
+from headend.store import Database, upgrade
 from headend.store.schema import accounts, audit_log, commands, meters, tokens, vends
 from headend.vending import Seller, VendError, thd_vend
 from protocols.link import Reading, ReadingBatch
@@ -41,6 +42,8 @@ from tests.headend.seed import (  # noqa: F401 (fixtures)
     meter_decoder,
     open_account,
 )
+from tests.support.pg_fixture import postgres  # noqa: F401
+from tests.support.postgres import Postgres
 
 NOW = datetime(2024, 3, 15, 12, tzinfo=UTC).timestamp()
 OLD, NEW, SPARE = drn(11), drn(12), drn(13)
@@ -332,3 +335,21 @@ async def test_meter_replacement_over_http(api: Api, master: bytes) -> None:
     again = await api.call("POST", path, {"new_meter_id": SPARE}, role="operator")
     assert again.status == 409 and "is replaced" in again.message
     assert ids["account"] == body["account"]["id"]
+
+
+@pytest.mark.integration
+def test_life_cycle_on_postgresql(postgres: Postgres, master: bytes) -> None:  # noqa: F811
+    database = Database(reactor, postgres.create_database("lifecycle"))
+    try:
+        upgrade(database.engine)
+        issuer = SealedKeyStore(master)
+        ids = database.run_sync(seed, master)
+        database.run_sync(_credit_readings, OLD, (NOW - 300, "4.567"))
+        view = database.run_sync(thd_replace_meter, issuer, OLD, NEW, TECH, NOW)
+        assert view["transfer"]["energy_wh"] == 4500
+        meter = meter_decoder(NEW, KEY2_HEX, key_revision=2, base_date=2014)
+        assert meter.enter(view["transfer"]["tokens"][0]).result is TokenResult.ACCEPT
+        tenant = database.run_sync(thd_change_tenant, ids["account"], ids["bob"], "carol", NOW)
+        assert tenant["account"]["meter_id"] == NEW and tenant["meter_credit_wh"] is None
+    finally:
+        database.stop()

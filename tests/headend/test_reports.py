@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 import sqlalchemy as sa
+from twisted.internet import reactor
 
 from headend.commands import thd_apply_status, thd_due
 from headend.keystore import SealedKeyStore
@@ -40,7 +41,7 @@ from headend.reports import (
     thd_sales,
     thd_token_delivery,
 )
-from headend.store import Database
+from headend.store import Database, upgrade
 from headend.store.schema import alarms, commands, vends
 from headend.vending import (
     Seller,
@@ -74,6 +75,8 @@ from tests.headend.seed import (  # noqa: F401 (fixtures)
     fixture_migrated,
     open_account,
 )
+from tests.support.pg_fixture import postgres  # noqa: F401
+from tests.support.postgres import Postgres
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> float:
@@ -472,3 +475,34 @@ async def test_reports_need_the_reports_permission_and_good_parameters(api: Api)
     ):
         reply = await api.call("GET", f"/api/v1/reports/{query}")
         assert reply.status == 400 and message in reply.message, reply.body
+
+
+@pytest.mark.integration
+def test_every_report_on_postgresql(postgres: Postgres, master: bytes) -> None:  # noqa: F811
+    """The same figures from the production store (period keys, joins, JSON values, sums)."""
+    database = Database(reactor, postgres.create_database("reports"))
+    try:
+        upgrade(database.engine)
+        issuer = SealedKeyStore(master)
+        ids = database.run_sync(seed, issuer, master)
+        database.run_sync(deliver, issuer, ids)
+        database.run_sync(seed_readings)
+        database.run_sync(seed_alarms)
+        sales = database.run_sync(thd_sales, "day", None, None, None, "Africa/Johannesburg")
+        assert [(r["period"], r["count"], r["amount_minor"]) for r in sales["rows"]] == [
+            ("2024-03-30", 1, 1000), ("2024-03-31", 2, 3000), ("2024-04-01", 1, 2000)]  # fmt: skip
+        assert sales["cancelled"]["count"] == 1 and sales["transfers"]["energy_wh"] == 1200
+        delivery = database.run_sync(thd_token_delivery)
+        assert delivery["success_rate"] == 0.2 and delivery["keypad_fallbacks"] == 2
+        totals = database.run_sync(thd_arrears)["totals"]
+        assert (totals["debt_outstanding_minor"], totals["debt_recovered_minor"]) == (1200, 900)
+        groups = database.run_sync(thd_consumption, W0, W1, "group")["rows"]
+        assert [(r["group"], r["energy_wh"]) for r in groups] == [
+            ("north", 20250), ("south", 3333), (None, 0)]  # fmt: skip
+        bands = database.run_sync(thd_consumption, W0, W1, "band")["rows"]
+        assert [r["energy_wh"] for r in bands] == [12583, 8500, 1000, 1500]
+        alarm_totals = database.run_sync(thd_alarms, W0, W0 + DAY)["totals"]
+        assert (alarm_totals["mean_time_to_ack_s"], alarm_totals["mean_time_to_clear_s"]) == (
+            200.0, 2300.0)  # fmt: skip
+    finally:
+        database.stop()
