@@ -35,13 +35,23 @@ from protocols.sts import (
     TransferCredit,
     next_tid,
     random_rnd,
+    tid_of,
 )
 
 from .audit import thd_audit
 from .commands import NewCommand, thd_cancel, thd_enqueue
 from .keystore import MeterKeys, TokenIssuer
 from .pricing import Block, Debt, MonthState, StepTariff, VendQuote, vend_by_energy, vend_by_money
-from .store.schema import accounts, commands, meters, tariff_versions, tariffs, tokens, vends
+from .store.schema import (
+    accounts,
+    commands,
+    key_campaign_meters,
+    meters,
+    tariff_versions,
+    tariffs,
+    tokens,
+    vends,
+)
 
 __all__ = [
     "TRANSFER_RECEIPT_PREFIX",
@@ -117,11 +127,35 @@ def _account(connection: sa.Connection, meter_id: str | None, account_id: int | 
     return row
 
 
+TID_WINDOW = 30 * 24 * 60  # minutes: the TIDs that can collide with now's
+
+
 def _next_tid(connection: sa.Connection, meter: Any, now: float) -> int:
+    """Now's TID on the meter's base date, or one past the last issued if that is not less.
+
+    Only TIDs near now's count: after a roll-over (base date 1993 -> 2014) the old tokens' TIDs
+    are near the top of the range and belong to the old base date; continuing from them would
+    waste the new base date's range (and the meter has forgotten them anyway).
+    """
+    moment = datetime.fromtimestamp(now, UTC)
+    current = tid_of(moment, meter.base_date)
     last = connection.execute(
-        sa.select(sa.func.max(tokens.c.tid)).where(tokens.c.meter_id == meter.id)
+        sa.select(sa.func.max(tokens.c.tid)).where(
+            tokens.c.meter_id == meter.id,
+            tokens.c.tid.between(current - TID_WINDOW, current + TID_WINDOW),
+        )
     ).scalar()
-    return next_tid(datetime.fromtimestamp(now, UTC), meter.base_date, last)
+    return next_tid(moment, meter.base_date, last)
+
+
+def _key_change_on_its_way(connection: sa.Connection, meter_id: str) -> bool:
+    pending = connection.execute(
+        sa.select(commands.c.id)
+        .join(key_campaign_meters, key_campaign_meters.c.command_id == commands.c.id)
+        .where(key_campaign_meters.c.meter_id == meter_id,
+               commands.c.state.in_(("queued", "sent", "received")))
+    ).first()  # fmt: skip
+    return pending is not None
 
 
 def _store_token(connection: sa.Connection, meter: Any, kind: str, fields: TokenFields,
@@ -155,6 +189,11 @@ def thd_vend(connection: sa.Connection, issuer: TokenIssuer, seller: Seller, now
     meter = connection.execute(sa.select(meters).where(meters.c.id == account.meter_id)).one()
     if meter.status != "active":
         raise VendError(f"meter {meter.id} is {meter.status}")
+    if _key_change_on_its_way(connection, meter.id):
+        raise VendError(
+            f"a key change is on its way to meter {meter.id}: a token made now would use the "
+            "old key, which the meter may no longer hold; sell once the key change is applied"
+        )
     tariff = step_tariff_from(_tariff_body(connection, account.tariff_id))
     moment = datetime.fromtimestamp(now, UTC)
     if account.month:
