@@ -55,6 +55,7 @@ from .commands import StatusOutcome, thd_apply_status
 from .config import HeadendConfig
 from .records import (
     RaisedAlarm,
+    ReadingRow,
     reading_rows,
     thd_apply_events,
     thd_ensure_meters,
@@ -69,6 +70,10 @@ __all__ = ["Ingest", "IngestResult"]
 
 log = Logger()
 ACKED_TOPICS = (Topic.READINGS, Topic.EVENTS, Topic.COMMAND_STATUS)
+# the topic each journaled message travels on (encoding a message to learn it costs as much as
+# storing its readings)
+TOPIC_OF: dict[type, Topic] = {ReadingBatch: Topic.READINGS, EventBatch: Topic.EVENTS,
+                               CommandStatus: Topic.COMMAND_STATUS, Health: Topic.HEALTH}  # fmt: skip
 
 
 @dataclass
@@ -86,7 +91,7 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                now: float) -> IngestResult:  # fmt: skip
     result = IngestResult()
     insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
-    rows: list[dict[str, Any]] = []
+    rows: list[ReadingRow] = []
     by_gateway: dict[str, list[Message]] = {}
     for message in messages:
         by_gateway.setdefault(message.gateway, []).append(message)  # type: ignore[union-attr]
@@ -95,6 +100,7 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
         max_seq = connection.execute(
             sa.select(gateways.c.max_seq).where(gateways.c.id == gateway_id)
         ).scalar_one()
+        ensured: set[str] = set()  # meters registered behind this gateway in this transaction
         for message in batch:
             if isinstance(message, GatewayState):
                 result.new_meters += len(
@@ -102,11 +108,13 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                 )
                 continue
             assert isinstance(message, ReadingBatch | EventBatch | CommandStatus | Health)
-            topic = encode_message(message)[0]
+            topic = TOPIC_OF[type(message)]
+            # preserve_rowcount: without it psycopg's rowcount is -1, and nothing is a duplicate
             fresh = connection.execute(
                 insert(uplink_seen)
                 .values(gateway_id=gateway_id, seq=message.seq, topic=topic.value, received_at=now)
                 .on_conflict_do_nothing(index_elements=["gateway_id", "seq"])
+                .execution_options(preserve_rowcount=True)
             ).rowcount
             if topic in ACKED_TOPICS:
                 result.acks.setdefault(gateway_id, []).append(message.seq)
@@ -117,10 +125,12 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                 result.gaps.append((gateway_id, max_seq + 1, message.seq - 1))
             max_seq = max(max_seq, message.seq)
             if isinstance(message, ReadingBatch):
-                new = thd_ensure_meters(connection, gateway_id,
-                                        {r.meter for r in message.readings},
-                                        config.meter_defaults, now) if message.readings else []  # fmt: skip
-                result.new_meters += len(new)
+                unseen = {r.meter for r in message.readings} - ensured
+                if unseen:
+                    new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
+                                            now)  # fmt: skip
+                    result.new_meters += len(new)
+                    ensured |= unseen
                 rows.extend(reading_rows(message))
                 thd_update_identity(connection, message)
             elif isinstance(message, EventBatch):

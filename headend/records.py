@@ -1,13 +1,20 @@
 """What ingest writes: gateways and their meters, readings, events and the alarms they raise.
 
 All ``thd_*`` (database thread, inside the ingest transaction). Readings go in with
-``ON CONFLICT DO NOTHING`` on (meter, timestamp), so a resent batch changes nothing; on PostgreSQL
-they are first COPYed into a temporary table (COPY is 2-3x faster than INSERT, STACK.md section 4).
+``ON CONFLICT DO NOTHING`` on (meter, timestamp), so a resent batch changes nothing. On SQLite that
+is the driver's ``executemany`` of plain tuples (2-3x faster than Core's executemany of dicts,
+``benchmarks/headend_ingest.py``). On PostgreSQL they are COPYed (2-3x faster than INSERT, STACK.md
+section 4): straight into ``readings`` inside a savepoint, and only if that meets a reading already
+stored, again through a temporary table and ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``.
+
+A statement whose ``rowcount`` is read asks for it with ``preserve_rowcount``: SQLAlchemy 2.1 with
+psycopg reports -1 for an INSERT otherwise, and -1 would count a duplicate event as new.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -22,6 +29,7 @@ from .store.schema import alarms, events, gateways, meter_groups, meters, readin
 
 __all__ = [
     "RaisedAlarm",
+    "ReadingRow",
     "reading_rows",
     "thd_apply_events",
     "thd_ensure_meters",
@@ -33,33 +41,42 @@ READING_COLUMNS = ("meter_id", "ts", "meter_ts", "gateway_id", "energy_wh", "cre
 # identity points a meter reports, and the meters columns they keep current
 IDENTITY = {"sts_supply_group_code": "sgc", "sts_tariff_index": "tariff_index",
             "sts_key_revision_number": "key_revision", "sts_base_date": "base_date"}  # fmt: skip
+_IDENTITY_POINTS = frozenset(IDENTITY)
+
+
+# a row of ``readings`` in READING_COLUMNS order: what the drivers take without adaptation
+ReadingRow = tuple[str, float, float | None, str, int | None, int | None, str]
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
+_COLUMNS_SQL = ", ".join(f'"{c}"' for c in READING_COLUMNS)
+_SQLITE_INSERT = (
+    f"INSERT INTO readings ({_COLUMNS_SQL}) VALUES ({', '.join('?' for _ in READING_COLUMNS)}) "
+    "ON CONFLICT (meter_id, ts) DO NOTHING"
+)
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _wh(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int | Decimal | float):
+    kind = type(value)
+    if kind is Decimal or kind is int:
+        return int(value * 1000)
+    if kind is bool or not isinstance(value, int | Decimal | float):
         return None
     return int(Decimal(str(value)) * 1000)
 
 
-def _json_value(value: Any) -> Any:
-    return float(value) if isinstance(value, Decimal) else value
+def _values_json(values: Mapping[str, Any]) -> str:
+    """A reading's values as compact JSON, Decimals as floats (exact for the <= 15 significant
+    digits readings carry). Converting them first is faster than a ``default`` hook."""
+    return _compact_json({k: float(v) if isinstance(v, Decimal) else v for k, v in values.items()})
 
 
-def reading_rows(batch: ReadingBatch) -> list[dict[str, Any]]:
+def reading_rows(batch: ReadingBatch) -> list[ReadingRow]:
+    gateway = batch.gateway
     return [
-        {
-            "meter_id": r.meter,
-            "ts": r.time,
-            "meter_ts": r.meter_time,
-            "gateway_id": batch.gateway,
-            "energy_wh": _wh(r.values.get("energy_import_total")),
-            "credit_wh": _wh(r.values.get("credit_remaining")),
-            "values": json.dumps(
-                {k: _json_value(v) for k, v in r.values.items()}, separators=(",", ":")
-            ),
-        }
+        (r.meter, r.time, r.meter_time, gateway, _wh(r.values.get("energy_import_total")),
+         _wh(r.values.get("credit_remaining")), _values_json(r.values))
         for r in batch.readings
-    ]
+    ]  # fmt: skip
 
 
 def _insert(connection: sa.Connection, table: sa.Table) -> Any:
@@ -67,36 +84,50 @@ def _insert(connection: sa.Connection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
-def thd_store_readings(connection: sa.Connection, rows: list[dict[str, Any]]) -> int:
+def thd_store_readings(connection: sa.Connection, rows: list[ReadingRow]) -> int:
     """Insert readings, skipping (meter, ts) already stored; the number inserted."""
     if not rows:
         return 0
     if connection.dialect.name == "postgresql":
         return _copy_readings(connection, rows)
-    result = connection.execute(
-        _insert(connection, readings).on_conflict_do_nothing(index_elements=["meter_id", "ts"]),
-        rows,
-    )
-    return max(result.rowcount, 0)
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.executemany(_SQLITE_INSERT, rows)
+        return max(int(cursor.rowcount), 0)
+    finally:
+        cursor.close()
 
 
-def _copy_readings(connection: sa.Connection, rows: list[dict[str, Any]]) -> int:
-    columns = ", ".join(f'"{c}"' for c in READING_COLUMNS)
+def _copy_readings(connection: sa.Connection, rows: list[ReadingRow]) -> int:
+    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        # the usual case: none of these readings is stored yet (a resent message never gets here,
+        # uplink_seen stops it), so COPY them straight in
+        with connection.begin_nested():
+            _copy(cursor, "readings", rows)
+        return len(rows)
+    except Exception as exc:  # psycopg's own error: the cursor is the driver's, not SQLAlchemy's
+        if getattr(exc, "sqlstate", None) != UNIQUE_VIOLATION:
+            raise
+        # some are stored already (a gateway's journal replayed under new seqs): the slow way
     connection.exec_driver_sql(
         "CREATE TEMP TABLE IF NOT EXISTS readings_in (meter_id varchar(64), ts double precision,"
         " meter_ts double precision, gateway_id varchar(64), energy_wh bigint, credit_wh bigint,"
         ' "values" text) ON COMMIT DELETE ROWS'
     )
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY readings_in ({columns}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row(tuple(row[c] for c in READING_COLUMNS))
+    _copy(cursor, "readings_in", rows)
     result = connection.exec_driver_sql(
-        f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_in "
+        f"INSERT INTO readings ({_COLUMNS_SQL}) SELECT {_COLUMNS_SQL} FROM readings_in "
         "ON CONFLICT (meter_id, ts) DO NOTHING"
     )
     connection.exec_driver_sql("DELETE FROM readings_in")
     return max(result.rowcount, 0)
+
+
+def _copy(cursor: Any, table: str, rows: list[ReadingRow]) -> None:
+    with cursor.copy(f"COPY {table} ({_COLUMNS_SQL}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
 
 
 def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set[str],
@@ -146,6 +177,8 @@ def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set
 def thd_update_identity(connection: sa.Connection, batch: ReadingBatch) -> None:
     """Keep a meter's STS attributes as the meter itself reports them (daily identity reads)."""
     for reading in batch.readings:
+        if _IDENTITY_POINTS.isdisjoint(reading.values):
+            continue  # the usual reading: no identity point in it
         values = {
             column: int(str(reading.values[point]))
             for point, column in IDENTITY.items()
@@ -198,6 +231,7 @@ def thd_apply_events(connection: sa.Connection, batch: EventBatch, severity: dic
             .values(gateway_id=batch.gateway, meter_id=event.meter, ts=event.time,
                     kind=event.kind, state=event.state.value, detail=event.detail)
             .on_conflict_do_nothing(index_elements=["meter_id", "ts", "kind", "state"])
+            .execution_options(preserve_rowcount=True)
         ).rowcount  # fmt: skip
         if not inserted or event.state is EventState.EVENT:
             continue
