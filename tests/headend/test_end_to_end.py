@@ -125,6 +125,7 @@ def system(request: pytest.FixtureRequest,
     os.environ["AMR_TEST_PASSWORD"] = PASSWORD
     broker = Mosquitto(folder / "mosquitto")
     broker.start()
+    SmsGateway.received.clear()  # each round (SQLite, PostgreSQL) has the same meters
     sms = ThreadingHTTPServer(("127.0.0.1", 0), SmsGateway)
     threading.Thread(target=sms.serve_forever, daemon=True).start()
     processes: list[Any] = []
@@ -295,8 +296,8 @@ def test_credit_running_out_raises_alarms_and_a_notification(system: System) -> 
     assert any("credit is low" in t for t in texts) and any("used up" in t for t in texts)
     assert all(s["to"] == f"+2782000{meter_id[-4:]}" for s in SmsGateway.received
                if meter_id in s["text"])  # fmt: skip
-    sent = api.get("/api/v1/notifications?outcome=sent")["items"]
-    assert len(sent) >= 2
+    wait_for(lambda: len(api.get("/api/v1/notifications?outcome=sent")["items"]) >= 2, 30,
+             "both notifications recorded as sent")  # fmt: skip
     ack = api.post(f"/api/v1/alarms/{exhausted[0]['id']}/ack", {"comment": "customer called"})
     assert ack["acked_by"] == "admin"
 
