@@ -128,8 +128,7 @@ class AlarmsConfig(_Model):
 
 class SchedulerConfig(_Model):
     tick_s: Annotated[float, Field(gt=0)] = 30.0
-    plan_horizon_s: Annotated[float, Field(gt=0)] = 2 * 86400
-    max_catch_up: Annotated[int, Field(ge=0)] = 4
+    max_catch_up: Annotated[int, Field(ge=1)] = 4
 
 
 class HeadendConfig(_Model):
@@ -143,7 +142,6 @@ class HeadendConfig(_Model):
     notify: NotifyConfig = NotifyConfig()
     alarms: AlarmsConfig = AlarmsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")] = "ZAR"
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None

@@ -107,7 +107,14 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                     thd_gateway_state(connection, message, config.meter_defaults, now)
                 )
                 continue
-            assert isinstance(message, ReadingBatch | EventBatch | CommandStatus | Health)
+            if isinstance(message, Health):  # not journaled by the gateway: no seq to dedupe
+                connection.execute(
+                    sa.update(gateways)
+                    .where(gateways.c.id == gateway_id)
+                    .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
+                )
+                continue
+            assert isinstance(message, ReadingBatch | EventBatch | CommandStatus)
             topic = TOPIC_OF[type(message)]
             # preserve_rowcount: without it psycopg's rowcount is -1, and nothing is a duplicate
             fresh = connection.execute(
@@ -143,12 +150,6 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                 if outcome is not None:
                     result.outcomes.append(outcome)
                     thd_follow_up(connection, outcome, now)
-            else:
-                connection.execute(
-                    sa.update(gateways)
-                    .where(gateways.c.id == gateway_id)
-                    .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
-                )
         connection.execute(
             sa.update(gateways).where(gateways.c.id == gateway_id).values(max_seq=max_seq)
         )

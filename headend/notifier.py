@@ -120,7 +120,8 @@ def make_notifier(app: Any) -> AlarmNotifier:
         sms = config.sms
         token = app.config.secret(sms.token_env)
         senders["sms"] = HttpSmsSender(
-            app.clock, sms.url, method=sms.method, body_template=dict(sms.body),
+            app.clock, sms.url, method=sms.method,
+            body_template=None if sms.method == "GET" else dict(sms.body),
             headers={"Authorization": f"Bearer {token}"} if token else None,
         )  # fmt: skip
     suppressor = FlapSuppressor(config.min_interval_s, config.max_per_hour, config.flap_window_s,

@@ -141,11 +141,7 @@ def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set
     }
     new = sorted(meter_ids - set(known))
     if new and defaults.group:
-        connection.execute(
-            _insert(connection, meter_groups)
-            .values(name=defaults.group)
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
+        thd_ensure_group(connection, defaults.group)
     if new:
         connection.execute(
             _insert(connection, meters).on_conflict_do_nothing(index_elements=["id"]),
@@ -172,6 +168,15 @@ def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set
             sa.update(meters).where(meters.c.id.in_(moved)).values(gateway_id=gateway_id)
         )
     return new
+
+
+def thd_ensure_group(connection: sa.Connection, name: str) -> None:
+    """A meter group, created on first use."""
+    connection.execute(
+        _insert(connection, meter_groups)
+        .values(name=name)
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
 
 
 def thd_update_identity(connection: sa.Connection, batch: ReadingBatch) -> None:

@@ -107,6 +107,8 @@ def _tariff_body(connection: sa.Connection, tariff_id: int) -> dict[str, Any]:
     if row is None:
         raise VendError(f"tariff {tariff_id} has no version in force")
     body: dict[str, Any] = json.loads(row.body)
+    if "blocks" not in body:
+        raise VendError(f"tariff {tariff_id} is not a step tariff; the account cannot be sold to")
     return body
 
 

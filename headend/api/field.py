@@ -13,6 +13,7 @@ from protocols.link import CommandType
 
 from ..audit import thd_audit
 from ..commands import NewCommand, command_view, thd_cancel, thd_command, thd_enqueue
+from ..records import thd_ensure_group
 from ..schedule import ScheduleError
 from ..scheduler import schedule_from_spec
 from ..store.schema import (
@@ -195,6 +196,8 @@ async def patch_meter(request: Request) -> dict[str, Any]:
 
     def thd(connection: sa.Connection) -> dict[str, Any]:
         thd_meter(connection, meter_id)
+        if values.get("group_name"):
+            thd_ensure_group(connection, values["group_name"])
         if values:
             connection.execute(sa.update(meters).where(meters.c.id == meter_id).values(**values))
         thd_audit(connection, now, actor(request), "meter.update", f"meter:{meter_id}", values)

@@ -46,6 +46,7 @@ class AccountBody(BaseModel):
     customer_id: int
     meter_id: str = Field(max_length=64)
     tariff_id: int
+    tou_tariff_id: int | None = None
     debt_minor: int = Field(default=0, ge=0)
     debt_recovery_share: str = "0"
 
@@ -234,13 +235,22 @@ async def open_account(request: Request) -> Response:
             is None
         ):
             raise ApiError(404, f"no meter {body.meter_id}")
-        if (
-            connection.execute(
-                sa.select(tariffs.c.id).where(tariffs.c.id == body.tariff_id)
-            ).first()
-            is None
-        ):
+        kind = connection.execute(
+            sa.select(tariffs.c.kind).where(tariffs.c.id == body.tariff_id)
+        ).scalar()
+        if kind is None:
             raise ApiError(404, f"no tariff {body.tariff_id}")
+        if kind != "step":
+            raise ApiError(422, f"tariff {body.tariff_id} is a {kind} tariff: an account is sold "
+                                "through a step tariff (tou_tariff_id names its TOU tariff)")  # fmt: skip
+        if (
+            body.tou_tariff_id is not None
+            and connection.execute(
+                sa.select(tariffs.c.kind).where(tariffs.c.id == body.tou_tariff_id)
+            ).scalar()
+            != "tou"
+        ):
+            raise ApiError(422, f"tariff {body.tou_tariff_id} is not a TOU tariff")
         taken = connection.execute(
             sa.select(accounts.c.id).where(accounts.c.meter_id == body.meter_id,
                                            accounts.c.status != "closed")

@@ -38,9 +38,13 @@ def _headend(args: argparse.Namespace) -> int:
 
 
 def _db(args: argparse.Namespace) -> int:
+    args.config = args.sub_config or args.config
+    if not args.config:
+        print("amr db: --config FILE is required", file=sys.stderr)
+        return 2
     config = _config(args)
     from headend.store import make_engine
-    from headend.store.backup import backup, restore
+    from headend.store.backup import BackupError, backup, restore
     from headend.store.migrate import current_revision, head_revision, upgrade
 
     engine = make_engine(config.database.url)
@@ -56,7 +60,11 @@ def _db(args: argparse.Namespace) -> int:
             count = backup(engine, Path(args.file))
             print(f"backed up {count} rows to {args.file}")
         else:
-            count = restore(engine, Path(args.file))
+            try:
+                count = restore(engine, Path(args.file))
+            except (BackupError, OSError) as exc:
+                print(f"amr db restore: {exc}", file=sys.stderr)
+                return 1
             print(f"restored {count} rows from {args.file}")
     finally:
         engine.dispose()
@@ -69,12 +77,17 @@ def register(commands: Any) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     parser.set_defaults(handler=_headend)
     db = commands.add_parser("db", help="the head-end database: upgrade, status, backup, restore")
-    db.add_argument("--config", required=True, help="head-end YAML config (database.url)")
+    db.add_argument("--config", help="head-end YAML config (database.url)")
     sub = db.add_subparsers(dest="db_command", required=True)
-    sub.add_parser("upgrade", help="apply the schema migrations (Alembic)")
-    sub.add_parser("status", help="show the schema revision")
-    backup = sub.add_parser("backup", help="write every table to a file (JSON lines, gzip)")
+    # --config may come before or after the subcommand: amr db upgrade --config FILE
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", dest="sub_config", metavar="CONFIG", help=argparse.SUPPRESS)
+    sub.add_parser("upgrade", parents=[common], help="apply the schema migrations (Alembic)")
+    sub.add_parser("status", parents=[common], help="show the schema revision")
+    backup = sub.add_parser("backup", parents=[common],
+                            help="write every table to a file (JSON lines, gzip)")  # fmt: skip
     backup.add_argument("file")
-    restore = sub.add_parser("restore", help="load a backup into an empty, upgraded database")
+    restore = sub.add_parser("restore", parents=[common],
+                             help="load a backup into an empty, upgraded database")  # fmt: skip
     restore.add_argument("file")
     db.set_defaults(handler=_db)
