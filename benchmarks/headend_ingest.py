@@ -22,8 +22,10 @@ head-end's ``max_inflight_messages``), each freed slot refilled on the reactor's
 decoding (:func:`~protocols.link.decode_message`, on the reactor thread) overlaps the previous
 transaction, and the transactions are the real group commits: everything pending, up to
 ``database.ingest_batch_rows`` (5000) readings, in one ``thd_ingest``. The clock runs from the first
-delivery to the broker's ack (after commit) of the last message. Then the same payloads are
-delivered again: every message is a duplicate, nothing new may be stored; its rate is reported.
+delivery to the broker's ack (after commit) of the last message. Before it starts, each gateway's
+retained state message (online, its 100 meters) is ingested, as when the head-end subscribes: the
+timed run is the steady state, gateways and meters known. Then the same payloads are delivered
+again: every message is a duplicate, nothing new may be stored; its rate is reported.
 
 Baselines, same rows (built by :func:`headend.records.reading_rows` from the decoded messages
 before timing), same database server and settings, a freshly migrated database each, transactions
@@ -79,6 +81,7 @@ from headend.store import Database, make_engine, upgrade
 from headend.store.schema import gateways, meters, readings
 from protocols.link import (
     Ack,
+    GatewayState,
     Reading,
     ReadingBatch,
     Topic,
@@ -117,6 +120,7 @@ class Workload:
     payloads: tuple[tuple[str, bytes], ...]  # (topic, payload), in arrival order
     ids: tuple[tuple[str, int], ...]  # (gateway, seq) of each payload
     readings: int
+    states: tuple[tuple[str, bytes], ...]  # each gateway's retained state: online, its meters
 
     @property
     def messages(self) -> int:
@@ -190,6 +194,13 @@ def make_workload(gateways: int, messages_per_gateway: int, seed: int = 1) -> Wo
     points = _points()
     payloads: list[tuple[str, bytes]] = []
     ids: list[tuple[str, int]] = []
+    states: list[tuple[str, bytes]] = []
+    for g in range(gateways):
+        gateway = f"gw-bench-{g:03d}"
+        announced = tuple(f"{47_000_000_000 + g * METERS_PER_GATEWAY + m:011d}"
+                          for m in range(METERS_PER_GATEWAY))  # fmt: skip
+        topic, payload = encode_message(GatewayState(gateway, T0, True, "bench", announced))
+        states.append((gateway_topic(gateway, topic), payload))
     for step in range(1, messages_per_gateway + 1):
         for g in range(gateways):
             gateway = f"gw-bench-{g:03d}"
@@ -209,7 +220,8 @@ def make_workload(gateways: int, messages_per_gateway: int, seed: int = 1) -> Wo
             ids.append((gateway, step))
     names = tuple(name for name, _ in points)
     count = gateways * messages_per_gateway * METERS_PER_GATEWAY
-    return Workload(gateways, messages_per_gateway, names, tuple(payloads), tuple(ids), count)
+    return Workload(gateways, messages_per_gateway, names, tuple(payloads), tuple(ids), count,
+                    tuple(states))  # fmt: skip
 
 
 def baseline_rows(workload: Workload) -> list[tuple[Any, ...]]:
@@ -267,22 +279,39 @@ class Transaction:
 
 
 class TimedDatabase(Database):
-    """The head-end's Database, noting each ingest transaction and what it committed."""
+    """The head-end's Database, noting each ingest transaction and what it committed.
+
+    A failed transaction fires ``failed`` (Ingest itself would retry it for ever); the pool is
+    stopped when the reactor shuts down, so an interrupted run still exits."""
 
     def __init__(self, reactor: Any, url: str) -> None:
         super().__init__(reactor, url)
         self.transactions: list[Transaction] = []
         self.committed: set[tuple[str, int]] = set()
+        self.failed: defer.Deferred[str] = defer.Deferred()
+        reactor.addSystemEventTrigger("during", "shutdown", self.stop)
 
     async def run(self, function: Any, *args: Any, **kw: Any) -> Any:
         messages = args[0] if args and isinstance(args[0], list) else []
         start = time.perf_counter()
-        result = await super().run(function, *args, **kw)
+        try:
+            result = await super().run(function, *args, **kw)
+        except Exception as exc:
+            if not self.failed.called:
+                self.failed.callback(f"{type(exc).__name__}: {exc}")
+            raise
         elapsed = time.perf_counter() - start
         count = sum(len(m.readings) for m in messages if isinstance(m, ReadingBatch))
         self.transactions.append(Transaction(len(messages), count, elapsed))
-        self.committed.update((m.gateway, m.seq) for m in messages)
+        self.committed.update((m.gateway, m.seq) for m in messages if hasattr(m, "seq"))
         return result
+
+    async def until(self, done: defer.Deferred[None], what: str) -> None:
+        """Wait for ``done``; raise if an ingest transaction fails first."""
+        racing: list[defer.Deferred[Any]] = [done, self.failed]
+        first = await defer.DeferredList(racing, fireOnOneCallback=True, consumeErrors=True)
+        if first[1] == 1:
+            raise RuntimeError(f"an ingest transaction failed during {what}: {first[0]}")
 
 
 @dataclass
@@ -357,6 +386,19 @@ class BrokerStandIn:
             self.reactor.callLater(0, self._deliver)
 
 
+async def announce(reactor: Any, db: TimedDatabase, config: HeadendConfig,
+                   workload: Workload) -> None:  # fmt: skip
+    """Each gateway's retained state, as the broker delivers it when the head-end subscribes: the
+    gateways and their meters registered before anything is timed, as in a running system."""
+    ingest = Ingest(db, reactor, config, lambda topic, payload: None)
+    acked: list[None] = []
+    for topic, payload in workload.states:
+        ingest.receive(topic, payload, lambda: acked.append(None))
+    await db.until(ingest.drained(), "the gateways' announcements")
+    if len(acked) != len(workload.states) or ingest.failures or ingest.malformed:
+        raise RuntimeError("the gateways' state messages were not all ingested")
+
+
 async def ingest_pass(reactor: Any, db: TimedDatabase, config: HeadendConfig,
                       workload: Workload) -> Pass:  # fmt: skip
     app_acked: dict[str, set[int]] = {}
@@ -376,7 +418,7 @@ async def ingest_pass(reactor: Any, db: TimedDatabase, config: HeadendConfig,
     broker = BrokerStandIn(reactor, ingest, db, workload, INFLIGHT)
     with _gc_paused():
         start = time.perf_counter()
-        await broker.start()
+        await db.until(broker.start(), "ingest")
         elapsed = time.perf_counter() - start
     await ingest.drained()  # the PUBACKs go out before Ingest counts the last transaction
     return Pass(elapsed, ingest.messages, workload.readings, ingest.readings, ingest.duplicates, ingest.gaps,
@@ -584,6 +626,7 @@ async def run_backend(reactor: Any, name: str, description: str, new_url: Callab
         try:
             upgrade(db.engine)
             db.start()
+            await announce(reactor, db, config, workload)
             firsts.append(await ingest_pass(reactor, db, config, workload))
             ingest_print = fingerprint(db.engine)
             meter_count, max_seq = count_meters(db.engine)
