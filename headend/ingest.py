@@ -25,7 +25,8 @@ which is what keeps SQLite's per-commit fsync off the critical path.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,12 +51,15 @@ from protocols.link import (
     parse_topic,
     to_ranges,
 )
+from protocols.link.fast import FastReadings, fast_readings
 
 from .commands import StatusOutcome, thd_apply_status
 from .config import HeadendConfig
 from .records import (
+    IDENTITY,
     RaisedAlarm,
     ReadingRow,
+    fast_reading_rows,
     reading_rows,
     thd_apply_events,
     thd_ensure_meters,
@@ -68,12 +72,18 @@ from .store.schema import gateways, uplink_seen
 
 __all__ = ["Ingest", "IngestResult"]
 
+Uplink = Message | FastReadings
+IDENTITY_POINTS = frozenset(IDENTITY)
+KNOWN_LIMIT = 2_000_000
+
 log = Logger()
 ACKED_TOPICS = (Topic.READINGS, Topic.EVENTS, Topic.COMMAND_STATUS)
 # the topic each journaled message travels on (encoding a message to learn it costs as much as
 # storing its readings)
-TOPIC_OF: dict[type, Topic] = {ReadingBatch: Topic.READINGS, EventBatch: Topic.EVENTS,
-                               CommandStatus: Topic.COMMAND_STATUS, Health: Topic.HEALTH}  # fmt: skip
+TOPIC_OF: dict[type, Topic] = {
+    ReadingBatch: Topic.READINGS, FastReadings: Topic.READINGS, EventBatch: Topic.EVENTS,
+    CommandStatus: Topic.COMMAND_STATUS, Health: Topic.HEALTH,
+}  # fmt: skip
 
 
 @dataclass
@@ -85,14 +95,17 @@ class IngestResult:
     alarms: list[RaisedAlarm] = field(default_factory=list)
     outcomes: list[StatusOutcome] = field(default_factory=list)
     new_meters: int = 0
+    ensured: dict[str, set[str]] = field(default_factory=dict)  # gateway -> meters registered
 
 
-def thd_ingest(connection: sa.Connection, messages: list[Message], config: HeadendConfig,
-               now: float) -> IngestResult:  # fmt: skip
+def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: HeadendConfig,
+               now: float, known: Mapping[str, AbstractSet[str]] | None = None) -> IngestResult:  # fmt: skip
+    """Store ``messages`` in this transaction. ``known``: the meters each gateway has had
+    registered by earlier committed transactions, so that they are not looked up again."""
     result = IngestResult()
     insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
     rows: list[ReadingRow] = []
-    by_gateway: dict[str, list[Message]] = {}
+    by_gateway: dict[str, list[Uplink]] = {}
     for message in messages:
         by_gateway.setdefault(message.gateway, []).append(message)  # type: ignore[union-attr]
     for gateway_id, batch in by_gateway.items():
@@ -100,6 +113,7 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
         max_seq = connection.execute(
             sa.select(gateways.c.max_seq).where(gateways.c.id == gateway_id)
         ).scalar_one()
+        registered = known.get(gateway_id, frozenset()) if known else frozenset()
         ensured: set[str] = set()  # meters registered behind this gateway in this transaction
         for message in batch:
             if isinstance(message, GatewayState):
@@ -114,7 +128,7 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
                     .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
                 )
                 continue
-            assert isinstance(message, ReadingBatch | EventBatch | CommandStatus)
+            assert isinstance(message, ReadingBatch | FastReadings | EventBatch | CommandStatus)
             topic = TOPIC_OF[type(message)]
             # preserve_rowcount: without it psycopg's rowcount is -1, and nothing is a duplicate
             fresh = connection.execute(
@@ -131,13 +145,23 @@ def thd_ingest(connection: sa.Connection, messages: list[Message], config: Heade
             if message.seq > max_seq + 1:
                 result.gaps.append((gateway_id, max_seq + 1, message.seq - 1))
             max_seq = max(max_seq, message.seq)
-            if isinstance(message, ReadingBatch):
-                unseen = {r.meter for r in message.readings} - ensured
+            if isinstance(message, FastReadings):
+                unseen = {r.meter for r in message.readings} - registered - ensured
                 if unseen:
                     new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
                                             now)  # fmt: skip
                     result.new_meters += len(new)
                     ensured |= unseen
+                    result.ensured.setdefault(gateway_id, set()).update(unseen)
+                rows.extend(fast_reading_rows(message))
+            elif isinstance(message, ReadingBatch):
+                unseen = {r.meter for r in message.readings} - registered - ensured
+                if unseen:
+                    new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
+                                            now)  # fmt: skip
+                    result.new_meters += len(new)
+                    ensured |= unseen
+                    result.ensured.setdefault(gateway_id, set()).update(unseen)
                 rows.extend(reading_rows(message))
                 thd_update_identity(connection, message)
             elif isinstance(message, EventBatch):
@@ -175,7 +199,10 @@ class Ingest:
         self.config = config
         self.publish = publish
         self.on_committed = on_committed
-        self._pending: list[tuple[Message, Callable[[], None]]] = []
+        self._pending: list[tuple[Uplink, Callable[[], None]]] = []
+        # meters known to be registered behind each gateway (committed): not looked up again
+        self._known: dict[str, set[str]] = {}
+        self._known_count = 0
         self._writing: defer.Deferred[None] | None = None
         self.malformed = 0
         self.duplicates = 0
@@ -190,7 +217,13 @@ class Ingest:
             gateway_id, topic = parse_topic(topic_name)
             if not topic.uplink:
                 raise LinkError(f"{topic_name} is a downlink topic")
-            message = decode_message(topic, payload)
+            message: Message | FastReadings | None = None
+            if topic is Topic.READINGS:
+                message = fast_readings(payload, IDENTITY_POINTS)  # None: decode it fully
+                if message is not None and any(r.flagged for r in message.readings):
+                    message = None  # identity points update the meter: the full path does that
+            if message is None:
+                message = decode_message(topic, payload)
             if getattr(message, "gateway", gateway_id) != gateway_id:
                 raise LinkError(f"message from {message.gateway} on {gateway_id}'s topic")  # type: ignore[union-attr]
         except LinkError as exc:
@@ -221,14 +254,14 @@ class Ingest:
         check()
         return waiter
 
-    def _take(self) -> list[tuple[Message, Callable[[], None]]]:
+    def _take(self) -> list[tuple[Uplink, Callable[[], None]]]:
         limit = self.config.database.ingest_batch_rows
-        taken: list[tuple[Message, Callable[[], None]]] = []
+        taken: list[tuple[Uplink, Callable[[], None]]] = []
         count = 0
         while self._pending and (count < limit or not taken):
             item = self._pending.pop(0)
             taken.append(item)
-            if isinstance(item[0], ReadingBatch):
+            if isinstance(item[0], ReadingBatch | FastReadings):
                 count += len(item[0].readings)
         return taken
 
@@ -238,7 +271,7 @@ class Ingest:
                 batch = self._take()
                 try:
                     result = await self.db.run(thd_ingest, [m for m, _ in batch], self.config,
-                                               self.clock.seconds())  # fmt: skip
+                                               self.clock.seconds(), self._known)  # fmt: skip
                 except Exception:
                     # not committed: nothing is acknowledged; put it back and try again shortly
                     self.failures += 1
@@ -251,8 +284,14 @@ class Ingest:
         finally:
             self._writing = None
 
-    def _after_commit(self, batch: list[tuple[Message, Callable[[], None]]],
+    def _after_commit(self, batch: list[tuple[Uplink, Callable[[], None]]],
                       result: IngestResult) -> None:  # fmt: skip
+        for gateway_id, meters in result.ensured.items():
+            self._known.setdefault(gateway_id, set()).update(meters)
+            self._known_count += len(meters)
+        if self._known_count > KNOWN_LIMIT:  # bounded: forget, and look them up again
+            self._known.clear()
+            self._known_count = 0
         for gateway_id, seqs in result.acks.items():
             _, payload = encode_message(Ack(tuple(to_ranges(seqs))))
             self.publish(gateway_topic(gateway_id, Topic.ACK), payload)

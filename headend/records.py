@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from protocols.link import EventBatch, EventState, GatewayState, ReadingBatch
+from protocols.link.fast import FastReadings
 
 from .config import MeterDefaults
 from .store.schema import alarms, events, gateways, meter_groups, meters, readings
@@ -56,12 +57,15 @@ _compact_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _wh(value: Any) -> int | None:
+    """kWh as sent (at most 3 decimals: the registers count 0.01 kWh) to integer Wh."""
     kind = type(value)
-    if kind is Decimal or kind is int:
+    if kind is int:
+        return int(value) * 1000
+    if kind is float:
+        return round(float(value) * 1000)
+    if kind is Decimal:
         return int(value * 1000)
-    if kind is bool or not isinstance(value, int | Decimal | float):
-        return None
-    return int(Decimal(str(value)) * 1000)
+    return None  # text, true/false, null: not an energy
 
 
 def _values_json(values: Mapping[str, Any]) -> str:
@@ -75,6 +79,15 @@ def reading_rows(batch: ReadingBatch) -> list[ReadingRow]:
     return [
         (r.meter, r.time, r.meter_time, gateway, _wh(r.values.get("energy_import_total")),
          _wh(r.values.get("credit_remaining")), _values_json(r.values))
+        for r in batch.readings
+    ]  # fmt: skip
+
+
+def fast_reading_rows(batch: FastReadings) -> list[ReadingRow]:
+    gateway = batch.gateway
+    return [
+        (r.meter, r.time, r.meter_time, gateway, _wh(r.energy_kwh), _wh(r.credit_kwh),
+         r.values_json)
         for r in batch.readings
     ]  # fmt: skip
 
