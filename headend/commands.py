@@ -261,10 +261,11 @@ def thd_apply_status(connection: sa.Connection, status: CommandStatus, now: floa
     if state == FAILED and row.attempts < max_attempts and row.not_after > now:
         # the meter did not answer: try again as a new attempt (the same token)
         _history(connection, command_id, FAILED, now, "gateway", code, detail)
-        return _requeue(connection, row, now, f"retry after: {detail}")
-    if state in (FAILED, EXPIRED) and row.type == CommandType.TOKEN.value:
-        result["fallback"] = "keypad"
-        detail = f"{detail}; give the token to the customer to type in".lstrip("; ")
+        _move(connection, row, QUEUED, now, "headend", detail=f"retry after: {detail}",
+              next_attempt_at=now)  # fmt: skip
+        return None
+    if state in (FAILED, EXPIRED):
+        detail = _keypad_fallback(row, result, detail)
     if state == RECEIVED and row.state == RECEIVED:
         _history(connection, command_id, state, now, "gateway", code, status.state.value)
         return None
@@ -274,9 +275,13 @@ def thd_apply_status(connection: sa.Connection, status: CommandStatus, now: floa
     return StatusOutcome(command_id, row.type, row.meter_id, state, json.loads(row.args), result)
 
 
-def _requeue(connection: sa.Connection, row: Any, now: float, detail: str) -> StatusOutcome | None:
-    _move(connection, row, QUEUED, now, "headend", detail=detail, next_attempt_at=now)
-    return None
+def _keypad_fallback(row: Any, result: dict[str, Any], detail: str) -> str:
+    """A token that will not reach its meter is offered for the customer to type in: marked in
+    ``result``, and said in the detail (returned)."""
+    if row.type != CommandType.TOKEN.value:
+        return detail
+    result["fallback"] = "keypad"
+    return f"{detail}; give the token to the customer to type in".lstrip("; ")
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,11 +312,8 @@ def thd_due(connection: sa.Connection, now: float, retry_s: float, max_attempts:
         .where(commands.c.state.in_((QUEUED, SENT, RECEIVED)), commands.c.not_after < now)
         .limit(limit)
     ).all():
-        detail = "not applied before its not_after"
         result = json.loads(row.result)
-        if row.type == CommandType.TOKEN.value:
-            result["fallback"] = "keypad"
-            detail += "; give the token to the customer to type in"
+        detail = _keypad_fallback(row, result, "not applied before its not_after")
         _move(connection, row, EXPIRED, now, "headend", detail=detail, result=_json(result),
               next_attempt_at=None)  # fmt: skip
     due: list[Due] = []
@@ -322,10 +324,9 @@ def thd_due(connection: sa.Connection, now: float, retry_s: float, max_attempts:
     for row in connection.execute(resend).all():
         if row.attempts >= max_attempts:
             result = json.loads(row.result)
-            detail = f"the gateway did not confirm receipt after {row.attempts} attempts"
-            if row.type == CommandType.TOKEN.value:
-                result["fallback"] = "keypad"
-                detail += "; give the token to the customer to type in"
+            detail = _keypad_fallback(
+                row, result, f"the gateway did not confirm receipt after {row.attempts} attempts"
+            )
             _move(connection, row, FAILED, now, "headend", detail=detail, result=_json(result),
                   next_attempt_at=None)  # fmt: skip
             continue

@@ -114,7 +114,8 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
             sa.select(gateways.c.max_seq).where(gateways.c.id == gateway_id)
         ).scalar_one()
         registered = known.get(gateway_id, frozenset()) if known else frozenset()
-        ensured: set[str] = set()  # meters registered behind this gateway in this transaction
+        # meters registered behind this gateway in this transaction
+        ensured = result.ensured.setdefault(gateway_id, set())
         for message in batch:
             if isinstance(message, GatewayState):
                 result.new_meters += len(
@@ -145,25 +146,18 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
             if message.seq > max_seq + 1:
                 result.gaps.append((gateway_id, max_seq + 1, message.seq - 1))
             max_seq = max(max_seq, message.seq)
-            if isinstance(message, FastReadings):
+            if isinstance(message, FastReadings | ReadingBatch):
                 unseen = {r.meter for r in message.readings} - registered - ensured
                 if unseen:
                     new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
                                             now)  # fmt: skip
                     result.new_meters += len(new)
                     ensured |= unseen
-                    result.ensured.setdefault(gateway_id, set()).update(unseen)
-                rows.extend(fast_reading_rows(message))
-            elif isinstance(message, ReadingBatch):
-                unseen = {r.meter for r in message.readings} - registered - ensured
-                if unseen:
-                    new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
-                                            now)  # fmt: skip
-                    result.new_meters += len(new)
-                    ensured |= unseen
-                    result.ensured.setdefault(gateway_id, set()).update(unseen)
-                rows.extend(reading_rows(message))
-                thd_update_identity(connection, message)
+                if isinstance(message, FastReadings):
+                    rows.extend(fast_reading_rows(message))
+                else:
+                    rows.extend(reading_rows(message))
+                    thd_update_identity(connection, message)
             elif isinstance(message, EventBatch):
                 result.alarms.extend(
                     thd_apply_events(connection, message, dict(config.alarms.severity), now)

@@ -143,12 +143,19 @@ class SealedKeyStore:
     """
 
     def __init__(self, master_key: bytes, cache_size: int = 4096) -> None:
+        self._master_key = master_key
         self._aead = AESGCM(master_key)
         self._coders: OrderedDict[MeterKeys, TokenCoder] = OrderedDict()
         self._cache_size = cache_size
 
     def __repr__(self) -> str:
         return f"<SealedKeyStore with {len(self._coders)} cached meters>"
+
+    def add_key(self, connection: sa.Connection, key_id: str, key_hex: str, sgc: int,
+                key_revision: int, key_type: int, algorithm: str, dkga: int, now: float) -> None:  # fmt: skip
+        """Seal and store a vending key under this store's master key."""
+        thd_add_vending_key(connection, self._master_key, key_id, key_hex, sgc, key_revision,
+                            key_type, algorithm, dkga, now)  # fmt: skip
 
     def _vending_key(self, connection: sa.Connection, meter: MeterKeys) -> tuple[VendingKey, Dkga]:
         row = connection.execute(

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..audit import thd_audit
-from ..keystore import load_master_key, thd_add_vending_key
 from ..store.schema import (
     accounts,
     alarms,
@@ -20,8 +19,8 @@ from ..store.schema import (
     tariffs,
     vending_keys,
 )
-from .common import actor, count_and_page, run
-from .framework import ApiError, Request, Response, Router, page_of
+from .common import actor, listed, mapping, run
+from .framework import ApiError, Request, Response, Router
 
 __all__ = ["router"]
 
@@ -102,11 +101,7 @@ async def list_alarms(request: Request) -> dict[str, Any]:
     elif request.query.get("acked") == "false":
         query = query.where(alarms.c.acked_at.is_(None))
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [alarms.c.raised_at.desc()])
-
-    rows, total = await run(request, thd)
-    return page_of([dict(row._mapping) for row in rows], total, page)
+    return await listed(request, page, query, [alarms.c.raised_at.desc()], mapping)
 
 
 @router.route("POST", "/api/v1/alarms/{alarm_id}/ack", permission="alarms.ack", body=AckBody,
@@ -145,11 +140,7 @@ async def list_notifications(request: Request) -> dict[str, Any]:
     if request.query.get("outcome"):
         query = query.where(notifications.c.outcome == request.query["outcome"])
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [notifications.c.id.desc()])
-
-    rows, total = await run(request, thd)
-    return page_of([dict(row._mapping) for row in rows], total, page)
+    return await listed(request, page, query, [notifications.c.id.desc()], mapping)
 
 
 @router.route("GET", "/api/v1/notification-rules", permission="read", tags=("alarms",),
@@ -157,12 +148,9 @@ async def list_notifications(request: Request) -> dict[str, Any]:
 async def list_rules(request: Request) -> dict[str, Any]:
     page = request.page()
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, sa.select(notification_rules), page,
-                              [notification_rules.c.id])  # fmt: skip
-
-    rows, total = await run(request, thd)
-    return page_of([dict(row._mapping) for row in rows], total, page)
+    return await listed(
+        request, page, sa.select(notification_rules), [notification_rules.c.id], mapping
+    )
 
 
 @router.route("POST", "/api/v1/notification-rules", permission="admin", body=RuleBody,
@@ -214,11 +202,7 @@ async def list_customers(request: Request) -> dict[str, Any]:
     if request.query.get("q"):
         query = query.where(customers.c.name.startswith(request.query["q"], autoescape=True))
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [customers.c.id])
-
-    rows, total = await run(request, thd)
-    return page_of([dict(row._mapping) for row in rows], total, page)
+    return await listed(request, page, query, [customers.c.id], mapping)
 
 
 @router.route("POST", "/api/v1/accounts", permission="customers", body=AccountBody,
@@ -317,12 +301,11 @@ async def account_status(request: Request) -> dict[str, Any]:
 async def add_key(request: Request) -> Response:
     body: KeyBody = request.body
     app = request.app
-    master = load_master_key(app.config.keys.master_key_file, app.config.keys.master_key_env)
     now = app.clock.seconds()
 
     def thd(connection: sa.Connection) -> None:
-        thd_add_vending_key(connection, master, body.id, body.key_hex, body.sgc,
-                            body.key_revision, body.key_type, body.algorithm, body.dkga, now)  # fmt: skip
+        app.issuer.add_key(connection, body.id, body.key_hex, body.sgc, body.key_revision,
+                           body.key_type, body.algorithm, body.dkga, now)  # fmt: skip
         thd_audit(connection, now, actor(request), "key.import", f"key:{body.id}",
                   body.model_dump(exclude={"key_hex"}))  # fmt: skip
 
@@ -336,8 +319,4 @@ async def list_keys(request: Request) -> dict[str, Any]:
     page = request.page()
     columns = [c for c in vending_keys.c if c.name != "sealed"]
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, sa.select(*columns), page, [vending_keys.c.id])
-
-    rows, total = await run(request, thd)
-    return page_of([dict(row._mapping) for row in rows], total, page)
+    return await listed(request, page, sa.select(*columns), [vending_keys.c.id], mapping)
