@@ -11,9 +11,9 @@ from ..commands import CommandError
 from ..keystore import KeyStoreError
 from ..pricing import PricingError
 from ..vending import VendError
-from .framework import ApiError, Page, Request
+from .framework import ApiError, Page, Request, page_of
 
-__all__ = ["actor", "count_and_page", "run"]
+__all__ = ["actor", "count_and_page", "listed", "mapping", "number", "run"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -47,6 +47,23 @@ def count_and_page(connection: sa.Connection, query: sa.Select[Any], page: Page,
     total = connection.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar()
     rows = connection.execute(query.order_by(*order).limit(page.limit).offset(page.offset)).all()
     return list(rows), int(total or 0)
+
+
+def mapping(row: Any) -> dict[str, Any]:
+    """A row as the API shows it when no view is needed: its columns."""
+    return dict(row._mapping)
+
+
+async def listed(request: Request, page: Page, query: sa.Select[Any], order: Any,
+                 view: Callable[[Any], Any] = mapping) -> dict[str, Any]:  # fmt: skip
+    """One page of ``query`` (in ``order``) with its total, each row shown by ``view``."""
+
+    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
+        rows, total = count_and_page(connection, query, page, order)
+        return [view(row) for row in rows], total
+
+    items, total = await run(request, thd)
+    return page_of(items, total, page)
 
 
 def number(request: Request, name: str) -> float | None:

@@ -26,8 +26,8 @@ from ..store.schema import (
     readings,
     uplink_seen,
 )
-from .common import actor, count_and_page, number, run
-from .framework import ApiError, Request, Response, Router, page_of
+from .common import actor, listed, number, run
+from .framework import ApiError, Request, Response, Router
 
 __all__ = ["router"]
 
@@ -72,11 +72,7 @@ async def list_gateways(request: Request) -> dict[str, Any]:
         query = query.where(gateways.c.online.is_(request.query["online"] == "true"))
     now = request.app.clock.seconds()
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [gateways.c.id])
-
-    rows, total = await run(request, thd)
-    return page_of([_gateway_view(row, now) for row in rows], total, page)
+    return await listed(request, page, query, [gateways.c.id], lambda row: _gateway_view(row, now))
 
 
 @router.route("GET", "/api/v1/gateways/{gateway_id}", permission="read", tags=("field",),
@@ -147,11 +143,7 @@ async def list_meters(request: Request) -> dict[str, Any]:
         query = query.where(meters.c.id.in_(sa.select(alarms.c.meter_id).where(
             alarms.c.kind == request.query["alarm"], alarms.c.state == "open")))  # fmt: skip
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [meters.c.id])
-
-    rows, total = await run(request, thd)
-    return page_of([_meter_view(row) for row in rows], total, page)
+    return await listed(request, page, query, [meters.c.id], _meter_view)
 
 
 def thd_meter(connection: sa.Connection, meter_id: str) -> dict[str, Any]:
@@ -220,14 +212,13 @@ async def meter_readings(request: Request) -> dict[str, Any]:
     if until is not None:
         query = query.where(readings.c.ts < until)
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [readings.c.ts.desc()])
+    return await listed(request, page, query, [readings.c.ts.desc()], _reading_view)
 
-    rows, total = await run(request, thd)
-    items = [{"ts": r.ts, "meter_ts": r.meter_ts, "gateway_id": r.gateway_id,
-              "energy_wh": r.energy_wh, "credit_wh": r.credit_wh,
-              "values": json.loads(r.values)} for r in rows]  # fmt: skip
-    return page_of(items, total, page)
+
+def _reading_view(row: Any) -> dict[str, Any]:
+    return {"ts": row.ts, "meter_ts": row.meter_ts, "gateway_id": row.gateway_id,
+            "energy_wh": row.energy_wh, "credit_wh": row.credit_wh,
+            "values": json.loads(row.values)}  # fmt: skip
 
 
 async def _queue(
@@ -289,11 +280,7 @@ async def list_commands(request: Request) -> dict[str, Any]:
     if request.query.get("vend_id"):
         query = query.where(commands.c.vend_id == int(number(request, "vend_id") or 0))
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, query, page, [commands.c.created_at.desc()])
-
-    rows, total = await run(request, thd)
-    return page_of([command_view(row) for row in rows], total, page)
+    return await listed(request, page, query, [commands.c.created_at.desc()], command_view)
 
 
 @router.route("GET", "/api/v1/commands/{command_id}", permission="read", tags=("commands",),
@@ -363,12 +350,10 @@ async def add_schedule(request: Request) -> Response:
 @router.route("GET", "/api/v1/schedules", permission="read", tags=("field",),
               summary="Read schedules and when each last ran")  # fmt: skip
 async def list_schedules(request: Request) -> dict[str, Any]:
-    page = request.page()
+    return await listed(request, request.page(), sa.select(read_schedules),
+                        [read_schedules.c.id], _schedule_view)  # fmt: skip
 
-    def thd(connection: sa.Connection) -> tuple[list[Any], int]:
-        return count_and_page(connection, sa.select(read_schedules), page, [read_schedules.c.id])
 
-    rows, total = await run(request, thd)
-    items = [{"id": r.id, "name": r.name, "group": r.group_name, "enabled": r.enabled,
-              "last_window_at": r.last_window_at, **json.loads(r.spec)} for r in rows]  # fmt: skip
-    return page_of(items, total, page)
+def _schedule_view(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "name": row.name, "group": row.group_name, "enabled": row.enabled,
+            "last_window_at": row.last_window_at, **json.loads(row.spec)}  # fmt: skip
