@@ -132,14 +132,9 @@ class SmtpSender:
         self.helo_domain = helo_domain or sender_address.rpartition("@")[2]
         self._tls_options = tls_options
         if starttls and tls_options is None:
-            try:
-                from twisted.internet.ssl import optionsForClientTLS
-            except ImportError:
-                raise SenderConfigError(
-                    "starttls",
-                    "needs Twisted's TLS support (pip install 'twisted[tls]'); "
-                    "or set starttls: false for a relay on a trusted network",
-                ) from None
+            # twisted[tls] is a dependency of the project: the import always works
+            from twisted.internet.ssl import optionsForClientTLS
+
             self._tls_options = optionsForClientTLS(host)
 
     def __repr__(self) -> str:

@@ -279,13 +279,6 @@ class HttpSmsSender:
             raise SenderConfigError("timeout_s", "must be > 0")
         if max_septets < 10 or max_ucs2_units < 10:
             raise SenderConfigError("max_septets/max_ucs2_units", "must be >= 10")
-        if parts.scheme == "https" and agent is None:
-            try:
-                import twisted.internet.ssl  # noqa: F401
-            except ImportError:
-                raise SenderConfigError(
-                    "url", "https needs Twisted's TLS support (pip install 'twisted[tls]')"
-                ) from None
         self._reactor = reactor
         self.method = method
         self._template = body_template

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
@@ -98,12 +97,6 @@ def test_config_errors_are_raised_at_construction() -> None:
         SmtpSender(reactor, "127.0.0.1", 25, "not-an-address", starttls=False)
     with pytest.raises(SenderConfigError, match="starttls"):
         sender(25, starttls="sometimes")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("OpenSSL") is not None, reason="TLS is installed")
-def test_starttls_without_tls_support_is_a_config_error() -> None:
-    with pytest.raises(SenderConfigError, match=r"twisted\[tls\]"):
-        SmtpSender(reactor, "127.0.0.1", 25, SENDER, starttls=True)
 
 
 # --- against the real server -----------------------------------------------------------------

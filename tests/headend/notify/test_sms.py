@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -155,12 +154,6 @@ def test_config_errors_are_raised_at_construction(kwargs: dict[str, Any], match:
 def test_a_url_that_is_not_http_is_refused() -> None:
     with pytest.raises(SenderConfigError, match="url"):
         gateway_sender("ftp://gw.example/send")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("OpenSSL") is not None, reason="TLS is installed")
-def test_https_without_tls_support_is_a_config_error() -> None:
-    with pytest.raises(SenderConfigError, match=r"twisted\[tls\]"):
-        gateway_sender("https://gw.example/send")
 
 
 # --- against a real HTTP gateway -------------------------------------------------------------
