@@ -43,6 +43,7 @@ __all__ = [
     "CSV_COLUMNS",
     "ReportError",
     "csv_rows",
+    "kwh_as_wh",
     "thd_alarms",
     "thd_arrears",
     "thd_consumption",
@@ -280,7 +281,7 @@ def _by_group(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any
     ]
 
 
-def _kwh_as_wh(value: Any) -> Decimal | None:
+def kwh_as_wh(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
@@ -300,7 +301,7 @@ def _by_band(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any]
     for row in connection.execute(query):
         values = json.loads(row.values)
         for band, name in names.items():
-            wh = _kwh_as_wh(values.get(name))
+            wh = kwh_as_wh(values.get(name))
             if wh is not None:
                 first.setdefault((row.meter_id, band), wh)
                 last[(row.meter_id, band)] = wh

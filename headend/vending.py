@@ -60,6 +60,7 @@ __all__ = [
     "step_tariff_from",
     "thd_cancel_vend",
     "thd_engineering_token",
+    "thd_quote",
     "thd_transfer_credit",
     "thd_vend",
     "thd_vend_view",
@@ -173,18 +174,10 @@ def _store_token(connection: sa.Connection, meter: Any, kind: str, fields: Token
     ).scalar_one())  # fmt: skip
 
 
-def thd_vend(connection: sa.Connection, issuer: TokenIssuer, seller: Seller, now: float, *,
-             meter_id: str | None = None, account_id: int | None = None,
-             amount_minor: int | None = None, energy_wh: int | None = None,
-             idempotency_key: str | None = None, expiry_s: float = 86400.0,
-             deliver: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Sell credit; the vend with its token, receipt and the id of the command delivering it."""
-    if idempotency_key:
-        earlier = connection.execute(
-            sa.select(vends.c.id).where(vends.c.idempotency_key == idempotency_key)
-        ).scalar()
-        if earlier is not None:
-            return thd_vend_view(connection, int(earlier))
+def _price(connection: sa.Connection, now: float, meter_id: str | None, account_id: int | None,
+           amount_minor: int | None, energy_wh: int | None) -> tuple[Any, Any, VendQuote]:  # fmt: skip
+    """The account, its meter and what a sale would give, through the account's tariff and this
+    month's purchases so far; :class:`VendError` when the meter cannot be sold to now."""
     if (amount_minor is None) == (energy_wh is None):
         raise VendError("give either amount_minor or energy_wh", 400)
     account = _account(connection, meter_id, account_id)
@@ -210,6 +203,34 @@ def thd_vend(connection: sa.Connection, issuer: TokenIssuer, seller: Seller, now
         if amount_minor is not None
         else vend_by_energy(tariff, int(energy_wh or 0), state, debt)
     )
+    return account, meter, quote
+
+
+def thd_quote(connection: sa.Connection, now: float, *, meter_id: str | None = None,
+              account_id: int | None = None, amount_minor: int | None = None,
+              energy_wh: int | None = None) -> dict[str, Any]:  # fmt: skip
+    """What a sale would give, itemised as its receipt would be, without selling: no token, no
+    change to the account."""
+    account, meter, quote = _price(connection, now, meter_id, account_id, amount_minor, energy_wh)
+    view = _receipt(quote, meter, account, Seller("", ""), "", now, "")
+    for name in ("receipt_no", "issued_at", "operator", "vending_point", "token"):
+        del view[name]
+    return view | {"quote": True}
+
+
+def thd_vend(connection: sa.Connection, issuer: TokenIssuer, seller: Seller, now: float, *,
+             meter_id: str | None = None, account_id: int | None = None,
+             amount_minor: int | None = None, energy_wh: int | None = None,
+             idempotency_key: str | None = None, expiry_s: float = 86400.0,
+             deliver: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Sell credit; the vend with its token, receipt and the id of the command delivering it."""
+    if idempotency_key:
+        earlier = connection.execute(
+            sa.select(vends.c.id).where(vends.c.idempotency_key == idempotency_key)
+        ).scalar()
+        if earlier is not None:
+            return thd_vend_view(connection, int(earlier))
+    account, meter, quote = _price(connection, now, meter_id, account_id, amount_minor, energy_wh)
     fields = TransferCredit(CreditType.ELECTRICITY, amount=quote.energy_wh // 100,
                             tid=_next_tid(connection, meter, now), rnd=random_rnd())  # fmt: skip
     token = issuer.issue(connection, meter_keys(meter), fields)

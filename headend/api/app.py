@@ -1,4 +1,5 @@
-"""The head-end's web site: the REST API (with its OpenAPI document) and Prometheus metrics."""
+"""The head-end's web site: the operator interface (``/ui/``), the REST API (with its OpenAPI
+document) and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 
-from . import admin, campaigns, field, lifecycle, operations, reports, tariffs, vending
+from ..web import UiFiles, root_redirect
+from . import admin, campaigns, field, lifecycle, operations, overview, reports, tariffs, vending
 from .framework import ApiResource, ApiSite, Router
 
 __all__ = ["build_router", "make_site"]
@@ -16,7 +18,17 @@ __all__ = ["build_router", "make_site"]
 
 def build_router() -> Router:
     router = Router()
-    for module in (admin, vending, field, operations, tariffs, reports, lifecycle, campaigns):
+    for module in (
+        admin,
+        overview,
+        vending,
+        field,
+        operations,
+        tariffs,
+        reports,
+        lifecycle,
+        campaigns,
+    ):
         router.include(module.router)
     return router
 
@@ -46,6 +58,8 @@ def make_site(app: Any) -> ApiSite:
     app.router = router
     api = ApiResource(router, app)
     root = Resource()
+    root.putChild(b"", root_redirect())
+    root.putChild(b"ui", UiFiles())
     root.putChild(b"api", api)
     root.putChild(b"metrics", MetricsResource(registry=_metrics(app, api)))
     return ApiSite(root)

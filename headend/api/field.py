@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from datetime import datetime, time, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field
@@ -14,6 +16,7 @@ from protocols.link import CommandType
 from ..audit import thd_audit
 from ..commands import NewCommand, command_view, thd_cancel, thd_command, thd_enqueue
 from ..records import thd_ensure_group
+from ..reports import ReportError, kwh_as_wh, zone
 from ..schedule import ScheduleError
 from ..scheduler import schedule_from_spec
 from ..store.schema import (
@@ -213,6 +216,91 @@ async def meter_readings(request: Request) -> dict[str, Any]:
         query = query.where(readings.c.ts < until)
 
     return await listed(request, page, query, [readings.c.ts.desc()], _reading_view)
+
+
+CONSUMPTION_PERIODS = {"day": 30, "month": 12}
+BANDS = (1, 2, 3, 4)
+
+
+def _bucket_starts(period: str, count: int, now: float, tz: ZoneInfo) -> list[datetime]:
+    """The local starts of the last ``count`` days or months up to now, and the next start."""
+    today = datetime.fromtimestamp(now, tz).date()
+    if period == "day":
+        first = today - timedelta(days=count - 1)
+        days = [first + timedelta(days=i) for i in range(count + 1)]
+        return [datetime.combine(day, time(), tz) for day in days]
+    months = []
+    year, month = today.year, today.month
+    for _ in range(count):
+        months.append((year, month))
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+    months.reverse()
+    y, m = months[-1]
+    months.append((y, m + 1) if m < 12 else (y + 1, 1))
+    return [datetime(y, m, 1, tzinfo=tz) for y, m in months]
+
+
+def _registers(row: Any) -> dict[str, Any]:
+    values = json.loads(row.values)
+    bands = {}
+    for band in BANDS:
+        wh = kwh_as_wh(values.get(f"energy_import_t{band}"))
+        if wh is not None:
+            bands[str(band)] = int(wh)
+    return {"energy_wh": row.energy_wh, "bands": bands}
+
+
+def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count: int,
+                    now: float, tz: ZoneInfo) -> dict[str, Any]:  # fmt: skip
+    """Energy used per day or month and per TOU band: the difference of the meter's registers
+    between the last reading before each bucket and the last reading in it (one indexed look-up
+    per bucket edge, whatever the number of readings)."""
+    if connection.execute(sa.select(meters.c.id).where(meters.c.id == meter_id)).first() is None:
+        raise ApiError(404, f"no meter {meter_id}")
+    starts = _bucket_starts(period, count, now, tz)
+    edges = []
+    for start in starts:
+        row = connection.execute(
+            sa.select(readings.c.energy_wh, readings.c["values"])
+            .where(readings.c.meter_id == meter_id, readings.c.ts < start.timestamp())
+            .order_by(readings.c.ts.desc()).limit(1)
+        ).first()  # fmt: skip
+        edges.append(None if row is None else _registers(row))
+    buckets = []
+    for index, start in enumerate(starts[:-1]):
+        before, after = edges[index], edges[index + 1]
+        energy = bands = None
+        if before is not None and after is not None:
+            if before["energy_wh"] is not None and after["energy_wh"] is not None:
+                energy = max(after["energy_wh"] - before["energy_wh"], 0)
+            bands = {band: max(after["bands"][band] - wh, 0)
+                     for band, wh in before["bands"].items() if band in after["bands"]}  # fmt: skip
+        label = start.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
+        buckets.append({"start": start.timestamp(), "label": label, "energy_wh": energy,
+                        "bands": bands})  # fmt: skip
+    return {"meter_id": meter_id, "period": period, "tz": tz.key, "buckets": buckets}
+
+
+@router.route("GET", "/api/v1/meters/{meter_id}/consumption", permission="read",
+              tags=("field",),
+              summary="Energy used per day or month, in total and per TOU band",
+              query={"period": "day (the last 30 days) | month (the last 12)",
+                     "count": "how many days or months (at most 366 / 60)",
+                     "tz": "IANA zone the days start in (default UTC)"})  # fmt: skip
+async def meter_consumption(request: Request) -> dict[str, Any]:
+    period = request.query.get("period") or "day"
+    if period not in CONSUMPTION_PERIODS:
+        raise ApiError(400, f"period must be day or month, not {period!r}")
+    count = int(number(request, "count") or CONSUMPTION_PERIODS[period])
+    if not 1 <= count <= (366 if period == "day" else 60):
+        raise ApiError(400, f"count must be between 1 and {366 if period == 'day' else 60}")
+    try:
+        tz = zone(request.query.get("tz") or "UTC")
+    except ReportError as exc:
+        raise ApiError(400, str(exc)) from None
+    view: dict[str, Any] = await run(request, thd_consumption, request.path_params["meter_id"],
+                                     period, count, request.app.clock.seconds(), tz)  # fmt: skip
+    return view
 
 
 def _reading_view(row: Any) -> dict[str, Any]:

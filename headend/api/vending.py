@@ -12,7 +12,14 @@ from protocols.link import CommandType
 from ..audit import thd_audit
 from ..commands import NewCommand, thd_enqueue
 from ..store.schema import vends
-from ..vending import Seller, thd_cancel_vend, thd_engineering_token, thd_vend, thd_vend_view
+from ..vending import (
+    Seller,
+    thd_cancel_vend,
+    thd_engineering_token,
+    thd_quote,
+    thd_vend,
+    thd_vend_view,
+)
 from .common import actor, count_and_page, number, run
 from .framework import ApiError, Request, Response, Router, page_of
 
@@ -21,22 +28,25 @@ __all__ = ["router"]
 router = Router()
 
 
-class VendBody(BaseModel):
+class QuoteBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     meter_id: str | None = Field(default=None, max_length=64)
     account_id: int | None = None
     amount_minor: int | None = Field(default=None, gt=0, le=10**9)
     energy_wh: int | None = Field(default=None, gt=0, le=10**9)
-    idempotency_key: str | None = Field(default=None, max_length=64)
-    deliver: bool = True
 
     @model_validator(mode="after")
-    def _one_of_each(self) -> VendBody:
+    def _one_of_each(self) -> QuoteBody:
         if (self.meter_id is None) == (self.account_id is None):
             raise ValueError("give meter_id or account_id")
         if (self.amount_minor is None) == (self.energy_wh is None):
             raise ValueError("give amount_minor or energy_wh")
         return self
+
+
+class VendBody(QuoteBody):
+    idempotency_key: str | None = Field(default=None, max_length=64)
+    deliver: bool = True
 
 
 class CancelBody(BaseModel):
@@ -73,6 +83,17 @@ async def vend(request: Request) -> Response:
                      expiry_s=app.config.commands.expiry_s, deliver=body.deliver)  # fmt: skip
     app.dispatcher.poke()
     return Response(201, view)
+
+
+@router.route("POST", "/api/v1/vends/quote", permission="vend", body=QuoteBody,
+              tags=("vending",),
+              summary="Price a sale without making it: the receipt's breakdown, no token")  # fmt: skip
+async def quote(request: Request) -> dict[str, Any]:
+    body: QuoteBody = request.body
+    view: dict[str, Any] = await run(request, thd_quote, request.app.clock.seconds(),
+                                     meter_id=body.meter_id, account_id=body.account_id,
+                                     amount_minor=body.amount_minor, energy_wh=body.energy_wh)  # fmt: skip
+    return view
 
 
 @router.route("GET", "/api/v1/vends", permission="read", tags=("vending",),
