@@ -253,22 +253,37 @@ def _registers(row: Any) -> dict[str, Any]:
 def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count: int,
                     now: float, tz: ZoneInfo) -> dict[str, Any]:  # fmt: skip
     """Energy used per day or month and per TOU band: the difference of the meter's registers
-    between the last reading before each bucket and the last reading in it (one indexed look-up
-    per bucket edge, whatever the number of readings)."""
+    between the last reading before each bucket (for the meter's first one, its first reading)
+    and the last reading in it: indexed look-ups per bucket edge, whatever the number of
+    readings."""
     if connection.execute(sa.select(meters.c.id).where(meters.c.id == meter_id)).first() is None:
         raise ApiError(404, f"no meter {meter_id}")
     starts = _bucket_starts(period, count, now, tz)
-    edges = []
-    for start in starts:
+    columns = (readings.c.energy_wh, readings.c["values"])
+
+    def last_before(moment: datetime) -> dict[str, Any] | None:
         row = connection.execute(
-            sa.select(readings.c.energy_wh, readings.c["values"])
-            .where(readings.c.meter_id == meter_id, readings.c.ts < start.timestamp())
+            sa.select(*columns).where(readings.c.meter_id == meter_id,
+                                      readings.c.ts < moment.timestamp())
             .order_by(readings.c.ts.desc()).limit(1)
         ).first()  # fmt: skip
-        edges.append(None if row is None else _registers(row))
+        return None if row is None else _registers(row)
+
+    def first_from(moment: datetime, end: datetime) -> dict[str, Any] | None:
+        row = connection.execute(
+            sa.select(*columns).where(readings.c.meter_id == meter_id,
+                                      readings.c.ts >= moment.timestamp(),
+                                      readings.c.ts < end.timestamp())
+            .order_by(readings.c.ts).limit(1)
+        ).first()  # fmt: skip
+        return None if row is None else _registers(row)
+
+    edges = [last_before(start) for start in starts]
     buckets = []
     for index, start in enumerate(starts[:-1]):
-        before, after = edges[index], edges[index + 1]
+        # the meter's first day counts from its first reading
+        before = edges[index] or first_from(start, starts[index + 1])
+        after = edges[index + 1]
         energy = bands = None
         if before is not None and after is not None:
             if before["energy_wh"] is not None and after["energy_wh"] is not None:
