@@ -306,7 +306,8 @@ async def meter_consumption(request: Request) -> dict[str, Any]:
     period = request.query.get("period") or "day"
     if period not in CONSUMPTION_PERIODS:
         raise ApiError(400, f"period must be day or month, not {period!r}")
-    count = int(number(request, "count") or CONSUMPTION_PERIODS[period])
+    asked = number(request, "count")
+    count = CONSUMPTION_PERIODS[period] if asked is None else int(asked)
     if not 1 <= count <= (366 if period == "day" else 60):
         raise ApiError(400, f"count must be between 1 and {366 if period == 'day' else 60}")
     try:
