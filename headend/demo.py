@@ -261,14 +261,16 @@ def describe(demo: Demo, api_base: str, meter_example: str) -> str:
     plc = max(demo.meters // 2, 1)
     return f"""
 amr demo is running (folder {demo.folder}):
+  interface   {api_base}/ui/   (open it in a browser)
+  login       {DEMO_USER} / {DEMO_PASSWORD}
   broker      {demo.broker_kind}
   simulator   {demo.meters} meters on Modbus RTU (pty), {demo.meters} on Modbus TCP,
               {plc} DL/T 645 meters behind a PLC module
   gateway     gw-demo-1 (amr concentrator), logs in {demo.folder}/concentrator.log
   head-end    {api_base}/api/v1/openapi.json   (SQLite: {demo.folder}/headend.db)
-  login       {DEMO_USER} / {DEMO_PASSWORD}
 
-Try it (a second terminal):
+Try it in the interface: Vend, pick a meter, sell, and watch the token reach the meter.
+Or with the REST API (a second terminal):
   TOKEN=$(curl -s -X POST {api_base}/api/v1/login -H 'Content-Type: application/json' \\
           -d '{login}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
   curl -s -X POST {api_base}/api/v1/vends -H "Authorization: Bearer $TOKEN" \\

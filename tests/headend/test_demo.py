@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,10 @@ def test_the_demo_vends_to_a_simulated_meter_and_stops_on_ctrl_c(tmp_path: Path)
         login = re.search(r"login\s+(\S+) / (\S+)", text)
         meter = re.search(r'"meter_id": "(\d+)"', text)
         assert base and login and meter, text
+        interface = re.search(r"interface\s+(http://127\.0\.0\.1:\d+/ui/)", text)
+        assert interface and interface.group(1) == f"{base.group(1)}/ui/", text
+        with urllib.request.urlopen(interface.group(1), timeout=10) as page:
+            assert b'<nav aria-label="Main"' in page.read()
         api = Api(base.group(1)).login(login.group(1), login.group(2))
         wait_for(lambda: any(m["id"] == meter.group(1)
                              for m in api.get("/api/v1/meters?limit=100")["items"]), 60,
