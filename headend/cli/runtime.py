@@ -4,7 +4,9 @@ logging (STYLE.md rules 10 and 13).
 ``run(start)`` installs the asyncio reactor (pymodbus, amqtt and others need it), sends
 twisted.logger events at ``level`` and above to stderr, calls ``start(reactor)`` once the reactor
 runs, and stops cleanly on Ctrl-C or SIGTERM (Twisted's own signal handling), waiting for the
-services' ``stopService``.
+services' ``stopService``. Under systemd (``Type=notify``) it tells systemd READY=1 once ``start``
+has succeeded, WATCHDOG=1 every WatchdogSec/2 and STOPPING=1 at shutdown (``sdnotify``); outside
+systemd that is a no-op.
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def run(start: Callable[[Any], Any], level: str = "info") -> int:
     observer = FilteringLogObserver(textFileLogObserver(sys.stderr), [predicate])
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     status = {"code": 0}
+    from .sdnotify import SystemdNotifier, start_watchdog
+
+    systemd = SystemdNotifier.from_environment()
+
+    def ready(_: object) -> None:
+        systemd.notify("READY=1")
+        start_watchdog(systemd, reactor)
 
     def started() -> None:
         from twisted.internet import defer
@@ -51,7 +60,8 @@ def run(start: Callable[[Any], Any], level: str = "info") -> int:
             status["code"] = 1
             reactor.stop()
 
-        defer.maybeDeferred(start, reactor).addErrback(failed)
+        defer.maybeDeferred(start, reactor).addCallback(ready).addErrback(failed)
+        reactor.addSystemEventTrigger("before", "shutdown", systemd.notify, "STOPPING=1")
 
     reactor.callWhenRunning(started)
     reactor.run()
