@@ -1,20 +1,27 @@
-"""Key-change campaign routes (see headend.campaigns): create, list, progress, retry."""
+"""Key-change campaign routes (see headend.campaigns): create, list, progress, each meter's
+state, retry."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from protocols.sts import KeyDerivationError
+
 from ..campaigns import (
+    IN_FLIGHT,
+    STATES,
     CampaignError,
     thd_campaign,
     thd_campaigns,
     thd_create_campaign,
     thd_retry_campaign,
 )
-from .common import actor, run
-from .framework import ApiError, Request, Response, Router, page_of
+from ..store.schema import commands, key_campaign_meters, key_campaigns
+from .common import actor, count_and_page, run
+from .framework import ApiError, Page, Request, Response, Router, page_of
 
 __all__ = ["router"]
 
@@ -59,6 +66,9 @@ async def _run(request: Request, *args: Any, **kw: Any) -> Any:
         return await run(request, *args, **kw)
     except CampaignError as exc:
         raise ApiError(exc.status, str(exc)) from None
+    except KeyDerivationError as exc:
+        # a meter whose id is no STS DRN (a DL/T 645 address): no decoder key, so no key change
+        raise ApiError(409, f"a meter cannot take an STS key change set: {exc}") from None
 
 
 @router.route("POST", "/api/v1/key-campaigns", permission="keys", body=CampaignBody,
@@ -103,3 +113,52 @@ async def retry(request: Request) -> dict[str, Any]:
     if view["requeued"]:
         app.dispatcher.poke()
     return view
+
+
+# A meter's state in a campaign as headend.campaigns shows it (its ``_effective``), in SQL so that
+# the list can be filtered and paged in the database: its own state, or, while pending, what its
+# command came to when that ended without a gateway status.
+def _effective_state() -> sa.Label[Any]:
+    return sa.case(
+        (sa.or_(key_campaign_meters.c.state != "pending", commands.c.state.is_(None)),
+         key_campaign_meters.c.state),
+        (commands.c.state.in_((*IN_FLIGHT, "applied")), sa.literal("pending")),
+        (commands.c.state == "superseded", sa.literal("cancelled")),
+        else_=commands.c.state,
+    ).label("state")  # fmt: skip
+
+
+MEMBER_STATES = (*STATES, "cancelled")
+
+
+def _thd_campaign_meters(connection: sa.Connection, campaign_id: int, state: str | None,
+                         page: Page) -> tuple[list[dict[str, Any]], int]:  # fmt: skip
+    if connection.execute(
+        sa.select(key_campaigns.c.id).where(key_campaigns.c.id == campaign_id)
+    ).first() is None:  # fmt: skip
+        raise CampaignError(f"no key campaign {campaign_id}", 404)
+    effective = _effective_state()
+    query = (
+        sa.select(key_campaign_meters.c.meter_id, effective, key_campaign_meters.c.command_id,
+                  commands.c.state.label("command_state"), commands.c.code, commands.c.attempts,
+                  sa.func.coalesce(sa.func.nullif(commands.c.detail, ""),
+                                   key_campaign_meters.c.detail).label("detail"))
+        .outerjoin(commands, commands.c.id == key_campaign_meters.c.command_id)
+        .where(key_campaign_meters.c.campaign_id == campaign_id)
+    )  # fmt: skip
+    if state is not None:
+        query = query.where(effective == state)
+    rows, total = count_and_page(connection, query, page, [key_campaign_meters.c.meter_id])
+    return [dict(row._mapping) for row in rows], total
+
+
+@router.route("GET", "/api/v1/key-campaigns/{campaign_id}/meters", permission="keys",
+              tags=("keys",), query={"state": " | ".join(MEMBER_STATES)},
+              summary="A campaign's meters, each with its state and its command's, by meter id")  # fmt: skip
+async def campaign_meters(request: Request) -> dict[str, Any]:
+    page = request.page()
+    state = request.query.get("state") or None
+    if state is not None and state not in MEMBER_STATES:
+        raise ApiError(400, f"state must be one of {', '.join(MEMBER_STATES)}, not {state!r}")
+    items, total = await _run(request, _thd_campaign_meters, _campaign_id(request), state, page)
+    return page_of(items, total, page)

@@ -171,6 +171,37 @@ async def add_rule(request: Request) -> Response:
     return Response(201, {"id": await run(request, thd)} | values)
 
 
+class RuleUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: str | None = Field(default=None, min_length=1, max_length=64)
+    channel: str | None = Field(default=None, pattern="^(email|sms)$")
+    recipient: str | None = Field(default=None, min_length=1, max_length=200)
+    enabled: bool | None = None
+
+
+@router.route("PATCH", "/api/v1/notification-rules/{rule_id}", permission="admin",
+              body=RuleUpdate, tags=("alarms",),
+              summary="Change a notification rule, or disable (enabled: false) or enable it")  # fmt: skip
+async def update_rule(request: Request) -> dict[str, Any]:
+    rule_id = _int(request.path_params["rule_id"], "notification rule")
+    values = request.body.model_dump(exclude_none=True)
+    if not values:
+        raise ApiError(400, "nothing to change: give kind, channel, recipient or enabled")
+    now = request.app.clock.seconds()
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        where = notification_rules.c.id == rule_id
+        if connection.execute(sa.select(notification_rules.c.id).where(where)).first() is None:
+            raise ApiError(404, f"no notification rule {rule_id}")
+        connection.execute(sa.update(notification_rules).where(where).values(values))
+        thd_audit(connection, now, actor(request), "notification_rule.update", f"rule:{rule_id}",
+                  values)  # fmt: skip
+        return dict(connection.execute(sa.select(notification_rules).where(where)).one()._mapping)
+
+    view: dict[str, Any] = await run(request, thd)
+    return view
+
+
 def _int(text: str, what: str) -> int:
     try:
         return int(text)
