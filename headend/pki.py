@@ -98,7 +98,7 @@ class NameTaken(PkiError):
     def __init__(self, name: str, serial: int) -> None:
         self.name, self.serial = name, serial
         super().__init__(
-            f"{name} already has a valid certificate (serial {serial:X}); "
+            f"{name} already has a valid certificate (serial {serial:040X}); "
             f"revoke it first (amr pki revoke) to issue a new one"
         )
 
@@ -112,7 +112,7 @@ class UnknownCertificate(PkiError):
 class AlreadyRevoked(PkiError):
     def __init__(self, name: str, serial: int) -> None:
         self.name, self.serial = name, serial
-        super().__init__(f"{name} (serial {serial:X}) is already revoked")
+        super().__init__(f"{name} (serial {serial:040X}) is already revoked")
 
 
 class CertKind(StrEnum):
@@ -134,7 +134,7 @@ class IssuedCert:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "serial": f"{self.serial:X}",
+            "serial": f"{self.serial:040X}",
             "name": self.name,
             "kind": self.kind.value,
             "not_before": self.not_before.isoformat(),

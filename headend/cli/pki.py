@@ -50,7 +50,7 @@ def _issue(args: argparse.Namespace) -> int:
 
     ca = CertificateAuthority(_dir(args))
     issued = ca.issue(CertKind(args.kind), args.name, days=args.days, alt_names=args.alt or ())
-    print(f"{issued.kind} certificate for {issued.name}, serial {issued.serial:X}, "
+    print(f"{issued.kind} certificate for {issued.name}, serial {issued.serial:040X}, "
           f"valid until {issued.not_after:%Y-%m-%d}")  # fmt: skip
     print(f"  certificate {ca.cert_path(issued.name)}")
     print(f"  key         {ca.key_path(issued.name)} (mode 0600)")
@@ -63,8 +63,9 @@ def _revoke(args: argparse.Namespace) -> int:
 
     ca = CertificateAuthority(_dir(args))
     revoked = ca.revoke(args.which)
-    print(f"revoked {revoked.name} (serial {revoked.serial:X}); {ca.crl_path} rewritten")
-    print("  restart or reload the broker (systemctl reload mosquitto) so that it reads the CRL")
+    print(f"revoked {revoked.name} (serial {revoked.serial:040X}); {ca.crl_path} rewritten")
+    print("  copy it to the broker (/etc/mosquitto/amr/crl.pem) and restart the broker: a reload")
+    print("  refuses new connections, a restart also cuts the one already open (docs/deploy.md)")
     return 0
 
 
@@ -92,7 +93,7 @@ def _list(args: argparse.Namespace) -> int:
             status = "expired"
         else:
             status = "valid"
-        rows.append((f"{issued.serial:X}", issued.kind, issued.name,
+        rows.append((f"{issued.serial:040X}", issued.kind, issued.name,
                      f"{issued.not_after:%Y-%m-%d}", status))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
