@@ -20,7 +20,7 @@ import pytest
 from headend.cli.main import build_parser
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
-INSTALLED_AMR = "/opt/amr/venv/bin/amr"
+INSTALLED_AMR = "/opt/amr-sts/.venv/bin/amr"
 # keys of systemd >= 254 that older versions (Debian 12 has 252) warn about and ignore
 NEWER_KEYS = {"RestartSteps", "RestartMaxDelaySec"}
 HARDENING = {
@@ -74,7 +74,7 @@ def unit_problems(name: str, unit: Unit) -> list[str]:
         problems.append("no RestartSec: restarts would hammer")
     if values(unit, "Service", "User") in ([], ["root"]):
         problems.append("runs as root")
-    data = f"/var/lib/amr/{DAEMONS[name]}"
+    data = "/var/lib/amr"
     if values(unit, "Service", "ReadWritePaths") != [data]:
         problems.append(f"ReadWritePaths is not the data folder {data}")
     if values(unit, "Service", "WorkingDirectory") != [data]:
