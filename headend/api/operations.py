@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -19,8 +21,8 @@ from ..store.schema import (
     tariffs,
     vending_keys,
 )
-from .common import actor, listed, mapping, run
-from .framework import ApiError, Request, Response, Router
+from .common import actor, count_and_page, listed, mapping, run
+from .framework import ApiError, Request, Response, Router, page_of
 
 __all__ = ["router"]
 
@@ -225,15 +227,43 @@ async def add_customer(request: Request) -> Response:
     return Response(201, {"id": await run(request, thd)} | values)
 
 
+# what a cashier types for a phone number: digits, maybe a leading + and spaces
+PHONE = re.compile(r"\+?[0-9][0-9 ]*")
+
+
 @router.route("GET", "/api/v1/customers", permission="read", tags=("customers",),
-              summary="Customers", query={"q": "name starts with"})  # fmt: skip
+              summary="Customers, each with its accounts that are not closed",
+              query={"q": "name starts with; digits (a leading + or not): phone starts with"})  # fmt: skip
 async def list_customers(request: Request) -> dict[str, Any]:
     page = request.page()
     query = sa.select(customers)
-    if request.query.get("q"):
-        query = query.where(customers.c.name.startswith(request.query["q"], autoescape=True))
+    text = request.query.get("q", "").strip()
+    if PHONE.fullmatch(text):
+        # a phone is stored as typed at sign-up, "+27..." or "082...": both ways of asking match
+        digits = text.replace(" ", "").lstrip("+")
+        query = query.where(sa.or_(customers.c.phone.startswith(digits, autoescape=True),
+                                   customers.c.phone.startswith("+" + digits, autoescape=True)))  # fmt: skip
+    elif text:
+        query = query.where(customers.c.name.startswith(text, autoescape=True))
 
-    return await listed(request, page, query, [customers.c.id], mapping)
+    def thd(connection: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+        rows, total = count_and_page(connection, query, page, [customers.c.id])
+        # one look-up for the page's customers, however many there are in all
+        held: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for account in connection.execute(
+            sa.select(accounts.c.id, accounts.c.customer_id, accounts.c.meter_id,
+                      accounts.c.status, accounts.c.debt_minor)
+            .where(accounts.c.customer_id.in_([row.id for row in rows]),
+                   accounts.c.status != "closed")
+            .order_by(accounts.c.id)
+        ):  # fmt: skip
+            held[account.customer_id].append(
+                {"id": account.id, "meter_id": account.meter_id, "status": account.status,
+                 "debt_minor": account.debt_minor})  # fmt: skip
+        return [mapping(row) | {"accounts": held[row.id]} for row in rows], total
+
+    items, total = await run(request, thd)
+    return page_of(items, total, page)
 
 
 @router.route("POST", "/api/v1/accounts", permission="customers", body=AccountBody,

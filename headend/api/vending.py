@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ from protocols.link import CommandType
 
 from ..audit import thd_audit
 from ..commands import NewCommand, thd_enqueue
-from ..store.schema import vends
+from ..store.schema import audit_log, vends
 from ..vending import (
     Seller,
     thd_cancel_vend,
@@ -120,10 +121,31 @@ async def list_vends(request: Request) -> dict[str, Any]:
     return page_of(items, total, page)
 
 
+def thd_cancellation(connection: sa.Connection, view: dict[str, Any]) -> dict[str, Any]:
+    """A vend's view with ``cancelled``: when, by whom and why (from the audit log), or None."""
+    if view["status"] != "cancelled":
+        return view | {"cancelled": None}
+    record = connection.execute(
+        sa.select(audit_log.c.at, audit_log.c.actor, audit_log.c.detail)
+        .where(audit_log.c.action == "vend.cancel", audit_log.c.target == f"vend:{view['id']}")
+        .order_by(audit_log.c.id.desc()).limit(1)
+    ).first()  # fmt: skip
+    if record is None:
+        return view | {"cancelled": {"at": None, "by": None, "reason": ""}}
+    reason = json.loads(record.detail).get("reason", "")
+    return view | {"cancelled": {"at": record.at, "by": record.actor, "reason": reason}}
+
+
 @router.route("GET", "/api/v1/vends/{vend_id}", permission="read", tags=("vending",),
-              summary="A vend: receipt, token and the state of its delivery")  # fmt: skip
+              summary="A vend: receipt, token, the state of its delivery and, when cancelled, "
+                      "when, by whom and why")  # fmt: skip
 async def get_vend(request: Request) -> dict[str, Any]:
-    view: dict[str, Any] = await run(request, thd_vend_view, _vend_id(request))
+    vend_id = _vend_id(request)
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        return thd_cancellation(connection, thd_vend_view(connection, vend_id))
+
+    view: dict[str, Any] = await run(request, thd)
     return view
 
 
@@ -146,8 +168,13 @@ async def reprint(request: Request) -> dict[str, Any]:
               body=CancelBody, tags=("vending",),
               summary="Cancel a vend whose token has not been sent to the meter")  # fmt: skip
 async def cancel(request: Request) -> dict[str, Any]:
-    view: dict[str, Any] = await run(request, thd_cancel_vend, _vend_id(request), actor(request),
-                                     request.app.clock.seconds(), request.body.reason)  # fmt: skip
+    vend_id = _vend_id(request)
+    who, now, reason = actor(request), request.app.clock.seconds(), request.body.reason
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        return thd_cancellation(connection, thd_cancel_vend(connection, vend_id, who, now, reason))
+
+    view: dict[str, Any] = await run(request, thd)
     return view
 
 
