@@ -28,12 +28,14 @@ a new certificate) after its old certificate is revoked. No argparse and no prin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import ipaddress
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -50,6 +52,7 @@ __all__ = [
     "LEAF_VALIDITY_DAYS",
     "AlreadyInitialised",
     "AlreadyRevoked",
+    "Busy",
     "CertKind",
     "CertificateAuthority",
     "InvalidName",
@@ -86,6 +89,12 @@ class AlreadyInitialised(PkiError):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         super().__init__(f"{folder} already holds a CA (ca.key); refusing to overwrite it")
+
+
+class Busy(PkiError):
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        super().__init__(f"another amr pki is changing {folder}; try again when it has finished")
 
 
 class InvalidName(PkiError):
@@ -220,11 +229,16 @@ class CertificateAuthority:
         self._now = now
         if not self.key_path_ca.exists() or not self.ca_cert_path.exists():
             raise NotInitialised(folder)
-        key = serialization.load_pem_private_key(self.key_path_ca.read_bytes(), None)
+        try:
+            key = serialization.load_pem_private_key(self.key_path_ca.read_bytes(), None)
+            self.ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
+        except (ValueError, TypeError) as exc:
+            raise PkiError(
+                f"the CA in {folder} is damaged ({exc}); restore it from a backup"
+            ) from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
             raise PkiError(f"{self.key_path_ca}: not an EC private key")
         self._ca_key = key
-        self.ca_cert = x509.load_pem_x509_certificate(self.ca_cert_path.read_bytes())
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -243,6 +257,17 @@ class CertificateAuthority:
     @property
     def index_path(self) -> Path:
         return self.folder / "index.json"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the folder's lock while the register, the CRL or issued files change, so that two
+        runs (an operator issuing while cron renews the CRL) cannot lose each other's entries."""
+        with (self.folder / ".lock").open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise Busy(self.folder) from None
+            yield
 
     def cert_path(self, name: str) -> Path:
         return self.folder / "certs" / f"{name}.pem"
@@ -308,7 +333,7 @@ class CertificateAuthority:
         _write_public(folder / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
         ca = cls(folder, now)
         ca._save([])
-        ca.write_crl()
+        ca._write_crl()
         return ca
 
     # -- the register ------------------------------------------------------------------------
@@ -349,6 +374,10 @@ class CertificateAuthority:
         alt_names: Iterable[str] = (),
     ) -> IssuedCert:
         """Make a key and a certificate for ``name``; written to ``cert_path``/``key_path``."""
+        with self.locked():
+            return self._issue(kind, name, days, alt_names)
+
+    def _issue(self, kind: CertKind, name: str, days: int, alt_names: Iterable[str]) -> IssuedCert:
         check_name(kind, name)
         extra = list(alt_names)
         if extra and kind is not CertKind.SERVER:
@@ -438,6 +467,10 @@ class CertificateAuthority:
 
     def revoke(self, which: str) -> IssuedCert:
         """Revoke a certificate by name or serial and rewrite ``crl.pem``."""
+        with self.locked():
+            return self._revoke(which)
+
+    def _revoke(self, which: str) -> IssuedCert:
         target = self.find(which)
         if target.revoked_at is not None:
             raise AlreadyRevoked(target.name, target.serial)
@@ -446,11 +479,15 @@ class CertificateAuthority:
             target.serial, target.name, target.kind, target.not_before, target.not_after, when
         )
         self._save([revoked if c.serial == target.serial else c for c in self.certificates()])
-        self.write_crl()
+        self._write_crl()
         return revoked
 
     def write_crl(self) -> x509.CertificateRevocationList:
         """Write ``crl.pem`` listing every revoked serial, valid ``CRL_VALIDITY_DAYS`` from now."""
+        with self.locked():
+            return self._write_crl()
+
+    def _write_crl(self) -> x509.CertificateRevocationList:
         now = self._now()
         builder = (
             x509.CertificateRevocationListBuilder()

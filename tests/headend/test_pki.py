@@ -19,6 +19,7 @@ from headend.cli.main import main
 from headend.pki import (
     AlreadyInitialised,
     AlreadyRevoked,
+    Busy,
     CertificateAuthority,
     CertKind,
     InvalidName,
@@ -174,6 +175,32 @@ def test_a_name_the_acl_could_not_confine_is_refused(
     with pytest.raises(InvalidName, match=why):
         ca.issue(kind, name)
     assert ca.certificates() == []
+
+
+def test_a_damaged_ca_is_a_message_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca = CertificateAuthority.init(tmp_path / "pki")
+    ca.key_path_ca.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(PkiError, match="damaged"):
+        CertificateAuthority(tmp_path / "pki")
+    CertificateAuthority.init(tmp_path / "other")
+    (tmp_path / "other" / "index.json").write_text("{not json")
+    assert main(["pki", "list", "--dir", str(tmp_path / "other")]) == 2
+    assert "index.json is damaged" in capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_ca_is_refused_while_the_first_holds_it(
+    ca: CertificateAuthority,
+) -> None:
+    with ca.locked():  # as another amr pki process would
+        with pytest.raises(Busy, match="another amr pki"):
+            ca.issue(CertKind.GATEWAY, "gw-1")
+        with pytest.raises(Busy):
+            ca.write_crl()
+    assert ca.certificates() == []
+    ca.issue(CertKind.GATEWAY, "gw-1")  # free again
+    assert [c.name for c in ca.certificates()] == ["gw-1"]
 
 
 def test_errors_before_init_and_for_unknown_names(tmp_path: Path) -> None:
