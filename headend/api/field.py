@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import defaultdict
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,14 +24,15 @@ from ..store.schema import (
     accounts,
     alarms,
     commands,
+    customers,
     gateways,
     meters,
     read_schedules,
     readings,
     uplink_seen,
 )
-from .common import actor, listed, number, run
-from .framework import ApiError, Request, Response, Router
+from .common import actor, count_and_page, listed, number, run
+from .framework import ApiError, Request, Response, Router, page_of
 
 __all__ = ["router"]
 
@@ -115,6 +117,40 @@ async def gaps(request: Request) -> dict[str, Any]:
     return {"gateway_id": gateway_id, "missing": missing}
 
 
+@router.route("POST", "/api/v1/gateways/{gateway_id}/read", permission="commands",
+              body=ReadBody, tags=("field",),
+              summary="Read every active meter behind a gateway now: one read command per meter")  # fmt: skip
+async def read_gateway(request: Request) -> Response:
+    gateway_id = request.path_params["gateway_id"]
+    app = request.app
+    now = app.clock.seconds()
+    args = {"groups": request.body.groups} if request.body.groups else {}
+    who = actor(request)
+
+    def thd(connection: sa.Connection) -> dict[str, Any]:
+        if connection.execute(
+            sa.select(gateways.c.id).where(gateways.c.id == gateway_id)
+        ).first() is None:  # fmt: skip
+            raise ApiError(404, f"no gateway {gateway_id}")
+        meter_ids = connection.execute(
+            sa.select(meters.c.id).where(meters.c.gateway_id == gateway_id,
+                                         meters.c.status == "active").order_by(meters.c.id)
+        ).scalars().all()  # fmt: skip
+        created = 0
+        for meter_id in meter_ids:
+            new = NewCommand(CommandType.READ, meter_id, args, who,
+                             expiry_s=app.config.commands.expiry_s)  # fmt: skip
+            created += thd_enqueue(connection, new, now, gateway_id)[1]
+        thd_audit(connection, now, who, "read", f"gateway:{gateway_id}",
+                  {"meters": len(meter_ids), **args})  # fmt: skip
+        return {"gateway_id": gateway_id, "meters": len(meter_ids), "queued": created,
+                "coalesced": len(meter_ids) - created}  # fmt: skip
+
+    view = await run(request, thd)
+    app.dispatcher.poke()
+    return Response(202, view)
+
+
 def _meter_view(row: Any) -> dict[str, Any]:
     return {
         "id": row.id, "drn": row.drn, "gateway_id": row.gateway_id, "group": row.group_name,
@@ -126,11 +162,17 @@ def _meter_view(row: Any) -> dict[str, Any]:
     }  # fmt: skip
 
 
+# a customer id as the filter gives it: digits that fit a BIGINT
+CUSTOMER_ID_DIGITS = 18
+
+
 @router.route("GET", "/api/v1/meters", permission="read", tags=("field",),
-              summary="Meters, filtered and paginated on the server",
+              summary="Meters, filtered and paginated on the server, each with its customer and "
+                      "the kinds of its open alarms",
               query={"gateway_id": "behind this gateway", "group": "meter group",
                      "status": "active | replaced | ...", "q": "id starts with",
-                     "alarm": "with an open alarm of this kind"})  # fmt: skip
+                     "alarm": "with an open alarm of this kind",
+                     "customer": "on an open account of this customer: id, or name starts with"})  # fmt: skip
 async def list_meters(request: Request) -> dict[str, Any]:
     page = request.page()
     query = sa.select(meters)
@@ -145,8 +187,38 @@ async def list_meters(request: Request) -> dict[str, Any]:
     if request.query.get("alarm"):
         query = query.where(meters.c.id.in_(sa.select(alarms.c.meter_id).where(
             alarms.c.kind == request.query["alarm"], alarms.c.state == "open")))  # fmt: skip
+    customer = request.query.get("customer", "").strip()
+    if customer:
+        match = customers.c.name.startswith(customer, autoescape=True)
+        if customer.isdigit() and len(customer) <= CUSTOMER_ID_DIGITS:
+            match = sa.or_(match, customers.c.id == int(customer))
+        query = query.where(meters.c.id.in_(
+            sa.select(accounts.c.meter_id)
+            .join(customers, customers.c.id == accounts.c.customer_id)
+            .where(accounts.c.status != "closed", match)))  # fmt: skip
 
-    return await listed(request, page, query, [meters.c.id], _meter_view)
+    def thd(connection: sa.Connection) -> tuple[list[dict[str, Any]], int]:
+        rows, total = count_and_page(connection, query, page, [meters.c.id])
+        ids = [row.id for row in rows]
+        # two look-ups for the page's meters, whatever the size of the fleet
+        owners = {row.meter_id: {"id": row.id, "name": row.name} for row in connection.execute(
+            sa.select(accounts.c.meter_id, customers.c.id, customers.c.name)
+            .join(customers, customers.c.id == accounts.c.customer_id)
+            .where(accounts.c.meter_id.in_(ids), accounts.c.status != "closed"))}  # fmt: skip
+        kinds: dict[str, list[str]] = defaultdict(list)
+        for row in connection.execute(
+            sa.select(alarms.c.meter_id, alarms.c.kind).distinct()
+            .where(alarms.c.meter_id.in_(ids), alarms.c.state == "open")
+            .order_by(alarms.c.meter_id, alarms.c.kind)
+        ):  # fmt: skip
+            kinds[row.meter_id].append(row.kind)
+        items = [_meter_view(row) | {"customer": owners.get(row.id),
+                                     "open_alarm_kinds": kinds.get(row.id, [])}
+                 for row in rows]  # fmt: skip
+        return items, total
+
+    items, total = await run(request, thd)
+    return page_of(items, total, page)
 
 
 def thd_meter(connection: sa.Connection, meter_id: str) -> dict[str, Any]:
@@ -158,18 +230,34 @@ def thd_meter(connection: sa.Connection, meter_id: str) -> dict[str, Any]:
         .order_by(readings.c.ts.desc()).limit(1)
     ).first()  # fmt: skip
     account = connection.execute(
-        sa.select(accounts.c.id, accounts.c.customer_id, accounts.c.status)
+        sa.select(accounts.c.id, accounts.c.customer_id, customers.c.name.label("customer_name"),
+                  accounts.c.status)
+        .join(customers, customers.c.id == accounts.c.customer_id)
         .where(accounts.c.meter_id == meter_id, accounts.c.status != "closed")
+    ).first()  # fmt: skip
+    # a relay command's read-back is the meter reporting its relay, often before the next reading
+    switched = connection.execute(
+        sa.select(commands.c.result, commands.c.updated_at)
+        .where(commands.c.meter_id == meter_id, commands.c.type == CommandType.RELAY.value,
+               commands.c.state == "applied")
+        .order_by(commands.c.updated_at.desc()).limit(1)
     ).first()  # fmt: skip
     open_alarms = connection.execute(
         sa.select(alarms.c.id, alarms.c.kind, alarms.c.severity, alarms.c.raised_at)
         .where(alarms.c.meter_id == meter_id, alarms.c.state == "open")
     ).all()  # fmt: skip
     values = json.loads(latest.values) if latest is not None else {}
+    relay_state = values.get("relay_state", row.relay_state)
+    relay_state_at = latest.ts if latest is not None and "relay_state" in values else None
+    if switched is not None and (relay_state_at is None or switched.updated_at > relay_state_at):
+        read_back = json.loads(switched.result).get("relay_state")
+        if read_back is not None:
+            relay_state, relay_state_at = read_back, switched.updated_at
     return _meter_view(row) | {
         "credit_wh": latest.credit_wh if latest is not None else None,
         "last_status_at": latest.ts if latest is not None else None,
-        "relay_state": values.get("relay_state", row.relay_state),
+        "relay_state": relay_state,
+        "relay_state_at": relay_state_at,
         "account": None if account is None else dict(account._mapping),
         "open_alarms": [dict(a._mapping) for a in open_alarms],
     }
@@ -260,10 +348,13 @@ def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count
         raise ApiError(404, f"no meter {meter_id}")
     starts = _bucket_starts(period, count, now, tz)
     columns = (readings.c.energy_wh, readings.c["values"])
+    # a bucket's edges are energy readings: a status reading (credit, relay) between them carries
+    # no register and would hide the day's consumption
+    has_energy = readings.c.energy_wh.is_not(None)
 
     def last_before(moment: datetime) -> dict[str, Any] | None:
         row = connection.execute(
-            sa.select(*columns).where(readings.c.meter_id == meter_id,
+            sa.select(*columns).where(readings.c.meter_id == meter_id, has_energy,
                                       readings.c.ts < moment.timestamp())
             .order_by(readings.c.ts.desc()).limit(1)
         ).first()  # fmt: skip
@@ -271,7 +362,7 @@ def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count
 
     def first_from(moment: datetime, end: datetime) -> dict[str, Any] | None:
         row = connection.execute(
-            sa.select(*columns).where(readings.c.meter_id == meter_id,
+            sa.select(*columns).where(readings.c.meter_id == meter_id, has_energy,
                                       readings.c.ts >= moment.timestamp(),
                                       readings.c.ts < end.timestamp())
             .order_by(readings.c.ts).limit(1)
@@ -326,8 +417,11 @@ def _reading_view(row: Any) -> dict[str, Any]:
 
 
 async def _queue(
-    request: Request, kind: CommandType, args: dict[str, Any], action: str
-) -> Response:
+    request: Request, kind: CommandType, args: dict[str, Any], action: str,
+    note: dict[str, Any] | None = None,
+) -> Response:  # fmt: skip
+    """Queue a command for the meter of the path; ``note`` goes to the audit log only (the
+    operator's reason is not sent to the gateway)."""
     meter_id = request.path_params["meter_id"]
     app = request.app
     now = app.clock.seconds()
@@ -341,7 +435,7 @@ async def _queue(
             raise ApiError(404, f"no meter {meter_id}")
         command_id, created = thd_enqueue(connection, new, now)
         thd_audit(connection, now, actor(request), action, f"meter:{meter_id}",
-                  {"command_id": command_id, **args})  # fmt: skip
+                  {"command_id": command_id, **args, **(note or {})})  # fmt: skip
         view = thd_command(connection, command_id)
         assert view is not None
         return view | {"coalesced": not created}
@@ -354,8 +448,9 @@ async def _queue(
 @router.route("POST", "/api/v1/meters/{meter_id}/relay", permission="relay", body=RelayBody,
               tags=("field",), summary="Connect or disconnect a meter's supply (signed command)")  # fmt: skip
 async def relay(request: Request) -> Response:
-    return await _queue(request, CommandType.RELAY, {"action": request.body.action},
-                        f"relay.{request.body.action}")  # fmt: skip
+    body: RelayBody = request.body
+    return await _queue(request, CommandType.RELAY, {"action": body.action}, f"relay.{body.action}",
+                        {"reason": body.reason} if body.reason else None)  # fmt: skip
 
 
 @router.route("POST", "/api/v1/meters/{meter_id}/read", permission="commands", body=ReadBody,
