@@ -35,7 +35,9 @@ __all__ = ["router"]
 
 router = Router()
 MAX_SWITCH_POINTS = 8
-ROLLOUT_STATES = ("pending", "confirmed", "rejected", "failed", "expired")
+# a rollout row is pending until its command moves; received (the gateway has it) on the way to
+# confirmed (the meter read the version back) or a final state of the command
+ROLLOUT_STATES = ("pending", "received", "confirmed", "rejected", "failed", "expired")
 
 
 class TariffBody(BaseModel):

@@ -135,6 +135,8 @@ async def test_the_rollout_meter_by_meter_says_why_a_meter_refused(api: Api) -> 
     assert [row["meter_id"] for row in reply.json["items"]] == [M2]
     reply = await api.call("GET", f"/api/v1/tariffs/{tou}/rollout/meters?limit=1&offset=2")
     assert [row["meter_id"] for row in reply.json["items"]] == [M3]
+    reply = await api.call("GET", f"/api/v1/tariffs/{tou}/rollout/meters?state=received")
+    assert reply.status == 200 and reply.json["items"] == []  # the gateway has it: on its way
     reply = await api.call("GET", f"/api/v1/tariffs/{tou}/rollout/meters?state=lost")
     assert reply.status == 400 and "state" in reply.message
     reply = await api.call("GET", f"/api/v1/tariffs/{tou}/rollout/meters?version=7")
