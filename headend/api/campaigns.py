@@ -128,7 +128,9 @@ def _effective_state() -> sa.Label[Any]:
     ).label("state")  # fmt: skip
 
 
-MEMBER_STATES = (*STATES, "cancelled")
+# what a meter's row can say: its states, "cancelled", and the command's in-flight states, which
+# headend.followups writes to the row when the gateway reports one (``received``)
+MEMBER_STATES = (*STATES, "cancelled", *IN_FLIGHT)
 
 
 def _thd_campaign_meters(connection: sa.Connection, campaign_id: int, state: str | None,

@@ -84,6 +84,30 @@ async def test_a_campaigns_meters_are_paged_with_their_states(api: Api, master: 
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_meters_on_their_way_agree_with_the_campaigns_counts(
+    api: Api, master: bytes
+) -> None:
+    api.app.db.run_sync(seed, master)
+    reply = await api.call("POST", "/api/v1/key-campaigns",
+                           {"name": "rollover", "group": "town", "target": ROLLOVER})  # fmt: skip
+    campaign = reply.json["id"]
+    api.app.db.run_sync(thd_due, START + 1, 1e9, 5)
+    api.app.db.run_sync(report, R1, CommandState.RECEIVED)  # the gateway has R1's set
+    api.app.db.run_sync(report, R2, CommandState.APPLIED, 1)
+    view = (await api.call("GET", f"/api/v1/key-campaigns/{campaign}")).json
+    path = f"/api/v1/key-campaigns/{campaign}/meters?state="
+    for state in ("pending", "received", "done"):
+        reply = await api.call("GET", path + state)
+        assert reply.status == 200, reply.body
+        assert reply.json["total"] == view["states"].get(state, 0), state
+    assert view["states"]["done"] == 2  # R2, and R4 there already
+    on_its_way = (await api.call("GET", path + "pending")).json["total"] + (
+        await api.call("GET", path + "received")
+    ).json["total"]
+    assert on_its_way == 4  # R1, R3, R5, R6
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_campaigns_meters_refuse_what_they_cannot_show(api: Api, master: bytes) -> None:
     campaign = await _campaign_with_every_outcome(api, master)
     path = f"/api/v1/key-campaigns/{campaign}/meters"

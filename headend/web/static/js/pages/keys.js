@@ -8,9 +8,12 @@ import {
 } from "../ui.js";
 
 const POLL_MS = 3000;
-const STATES = ["done", "pending", "failed", "expired", "rejected", "cancelled"];
-const STATE_BADGE = { done: "ok", pending: "pending", failed: "failed", expired: "expired",
-  rejected: "rejected", cancelled: "cancelled" };
+// "received": the gateway has the set and the meter's answer is awaited (a campaign meter takes
+// its command's in-flight state from the gateway's report).
+const STATES = ["done", "pending", "received", "failed", "expired", "rejected", "cancelled"];
+const ON_ITS_WAY = ["pending", "queued", "sent", "received"];
+const STATE_BADGE = { done: "ok", pending: "pending", received: "received", failed: "failed",
+  expired: "expired", rejected: "rejected", cancelled: "cancelled" };
 const KEY_TYPES = { 0: "0 (initialisation)", 1: "1 DDTK", 2: "2 DUTK", 3: "3 DCTK" };
 const TARGET_LABELS = { base_date: "base date", key_revision: "key revision", sgc: "supply group",
   tariff_index: "tariff index", key_type: "key type" };
@@ -25,6 +28,10 @@ export async function render(view, ctx) {
 function targetText(target) {
   return Object.entries(target || {}).map(([name, value]) =>
     `${TARGET_LABELS[name] || name} ${name === "key_type" ? KEY_TYPES[value] || value : value}`).join(", ");
+}
+
+function onItsWay(campaign) {
+  return ON_ITS_WAY.reduce((sum, k) => sum + (campaign.states[k] || 0), 0);
 }
 
 function stateBadge(state) {
@@ -67,7 +74,7 @@ function progress(campaign, { large = false } = {}) {
 }
 
 function counts(campaign) {
-  return h("ul", { class: "counts" }, STATES.filter((k) => k !== "cancelled" || campaign.states[k])
+  return h("ul", { class: "counts" }, STATES.filter((k) => !["received", "cancelled"].includes(k) || campaign.states[k])
     .map((k) => h("li", {}, h("i", { class: `swatch ${k}`, "aria-hidden": "true" }),
       `${k[0].toUpperCase()}${k.slice(1)}: `, h("strong", {}, String(campaign.states[k] || 0)))));
 }
@@ -321,7 +328,7 @@ async function campaignPage(view, ctx, id) {
     const retryable = (c.states.failed || 0) + (c.states.expired || 0);
     retry.hidden = retryable === 0;
     retry.textContent = `Retry ${retryable} failed or expired meter${retryable === 1 ? "" : "s"}`;
-    live.textContent = c.states.pending ? `Updated live every ${POLL_MS / 1000} s while sets are on their way.` : "";
+    live.textContent = onItsWay(c) ? `Updated live every ${POLL_MS / 1000} s while sets are on their way.` : "";
   }
 
   retry.addEventListener("click", async () => {
@@ -347,7 +354,7 @@ async function campaignPage(view, ctx, id) {
 
   let seen = JSON.stringify(campaign.states);
   return poll(async () => {
-    if (!campaign.states.pending) return; // nothing on its way: nothing will change by itself
+    if (!onItsWay(campaign)) return; // nothing on its way: nothing will change by itself
     const c = await api.get(`/key-campaigns/${campaign.id}`);
     const now = JSON.stringify(c.states);
     draw(c);
