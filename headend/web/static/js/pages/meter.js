@@ -139,7 +139,7 @@ function consumptionCard(api, meterId) {
     const span = period === "day" ? `the last ${buckets.length} days` : `the last ${buckets.length} months`;
     // as many decimals as the tallest bar needs (the registers count 0.01 kWh)
     const top = Math.max(0, ...buckets.map((b) => (b.energy_wh || 0) / 1000));
-    const decimals = top >= 10 ? 0 : top >= 1 ? 1 : top >= 0.1 ? 2 : 3;
+    const decimals = top >= 10 ? 0 : top >= 1 || top === 0 ? 1 : top >= 0.1 ? 2 : 3;
     const kwh = (v) => v.toFixed(decimals);
     clear(area,
       h("p", {}, `${fmtKwh(total, 2)} used in ${span} (local time: ${data.tz}).`),
