@@ -23,7 +23,7 @@ function niceMax(value) {
 // a value in tooltips. The figures are also offered as a table for screen readers.
 export function barChart({ title, labels, series, unit = "", format = (v) => String(v),
   width = 720, height = 240 }) {
-  const pad = { left: 56, right: 12, top: 12, bottom: 40 };
+  const pad = { left: 56, right: 12, top: 24, bottom: 40 };
   const plotW = width - pad.left - pad.right;
   const plotH = height - pad.top - pad.bottom;
   const totals = labels.map((_, i) => series.reduce((sum, s) => sum + (s.values[i] || 0), 0));
@@ -38,7 +38,7 @@ export function barChart({ title, labels, series, unit = "", format = (v) => Str
     root.append(svg("text", { x: pad.left - 6, y: y + 4, "text-anchor": "end" }, format(value)));
   }
   if (unit) {
-    root.append(svg("text", { x: 4, y: pad.top + 8 }, unit));
+    root.append(svg("text", { x: 4, y: 12 }, unit));
   }
   const slot = plotW / Math.max(labels.length, 1);
   const barW = Math.max(2, slot * 0.7);
