@@ -66,7 +66,7 @@ def test_a_cashier_sells_credit_and_watches_the_token_reach_the_meter(
     page.get_by_role("button", name="Find").click()
     match = page.get_by_role("row").filter(has_text=meter["id"])
     expect(match).to_contain_text(customer)
-    match.get_by_role("button", name=f"Sell to meter {meter['id']}").click()
+    match.get_by_role("button", name=f"Select meter {meter['id']}").click()
     expect(page.get_by_text("Selling to")).to_be_visible()
 
     page.get_by_label("Amount (ZAR)").fill("25")

@@ -240,7 +240,7 @@ async function renderSale(view, ctx) {
           h("td", {}, row.account ?? "–"),
           h("td", { class: "mono" }, row.meter ?? "–"),
           h("td", {}, row.meter
-            ? h("button", { type: "button", class: "quiet", "aria-label": `Sell to meter ${row.meter}`,
+            ? h("button", { type: "button", class: "quiet", "aria-label": `Select meter ${row.meter}`,
               onclick: (event) => act(event.currentTarget, found, () => choose(row.meter)) }, "Select")
             : null, row.note ? h("span", { class: "muted" }, " ", row.note) : null)))))
         : h("p", {}, `No meter or customer matches “${text}”.`),
