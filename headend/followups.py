@@ -18,6 +18,8 @@ from .store.schema import key_campaign_meters, meters, tou_rollouts
 
 __all__ = ["thd_command_finished"]
 
+CAMPAIGN_FINAL = frozenset({"rejected", "failed", "expired"})
+
 
 def thd_command_finished(connection: sa.Connection, outcome: StatusOutcome, now: float) -> None:
     rollout = sa.and_(tou_rollouts.c.command_id == outcome.command_id)
@@ -51,7 +53,9 @@ def thd_command_finished(connection: sa.Connection, outcome: StatusOutcome, now:
                 sa.update(meters).where(meters.c.id == outcome.meter_id).values(**target)
             )
             connection.execute(sa.update(key_campaign_meters).where(campaign).values(state="done"))
-        else:
+        elif outcome.state in CAMPAIGN_FINAL:
+            # a set on its way (sent, received) leaves the row pending: that is what keeps the
+            # meter out of another campaign and its sales held back until the set is applied
             connection.execute(
                 sa.update(key_campaign_meters)
                 .where(campaign)

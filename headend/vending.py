@@ -31,6 +31,7 @@ from protocols.sts import (
     ClearTamperCondition,
     CreditType,
     SetMaximumPowerLimit,
+    TidRangeError,
     TokenFields,
     TransferCredit,
     next_tid,
@@ -141,7 +142,10 @@ def _next_tid(connection: sa.Connection, meter: Any, now: float) -> int:
     waste the new base date's range (and the meter has forgotten them anyway).
     """
     moment = datetime.fromtimestamp(now, UTC)
-    current = tid_of(moment, meter.base_date)
+    try:
+        current = tid_of(moment, meter.base_date)
+    except TidRangeError as exc:
+        raise VendError(f"meter {meter.id} cannot be given a token now: {exc}") from None
     last = connection.execute(
         sa.select(sa.func.max(tokens.c.tid)).where(
             tokens.c.meter_id == meter.id,

@@ -36,7 +36,7 @@ from headend.store.schema import (
     meters,
     tokens,
 )
-from headend.vending import Seller, thd_vend
+from headend.vending import Seller, VendError, thd_vend
 from protocols.link import CommandState, CommandStatus
 from protocols.sts import (
     BaseDate,
@@ -362,6 +362,34 @@ def test_a_meter_is_in_one_change_at_a_time(db: Database, issuer: SealedKeyStore
         create(db, issuer, "first", meter_ids=[R1])
     with pytest.raises(CampaignError, match=f"on its way already: {SPARE} \\(campaign 'first'\\)"):
         create(db, issuer, "second", meter_ids=[SPARE])
+
+
+def test_a_meter_whose_set_the_gateway_holds_is_still_in_its_campaign(
+    db: Database, issuer: SealedKeyStore, seeded: None
+) -> None:
+    """The gateway's "received" is no outcome: the meter stays pending, out of another campaign,
+    and no sale is made on the old key while the set is on its way."""
+    create(db, issuer, "first", meter_ids=[R1])
+    db.run_sync(thd_due, NOW + 1, 1e9, 5)
+    db.run_sync(report, R1, CommandState.RECEIVED)
+    _, member, _ = db.run_sync(the_set, R1)
+    assert member.state == "pending"
+    with pytest.raises(CampaignError, match=f"on its way already: {R1}"):
+        create(db, issuer, "second", meter_ids=[R1])
+    with pytest.raises(VendError, match="a key change is on its way"):
+        db.run_sync(thd_vend, issuer, CASHIER, NOW + 120, meter_id=R1, amount_minor=1000)
+
+
+def test_no_token_is_made_before_the_meters_base_date(db: Database, issuer: SealedKeyStore,
+                                                      seeded: None) -> None:  # fmt: skip
+    db.run_sync(lambda c: c.execute(sa.update(meters).where(meters.c.id == R1)
+                                    .values(base_date=2035)))  # fmt: skip
+    before = db.run_sync(_counts)
+    with pytest.raises(VendError, match=f"meter {R1} cannot be given a token now: .* before base "
+                                        "date 2035-01-01") as raised:  # fmt: skip
+        db.run_sync(thd_vend, issuer, CASHIER, NOW, meter_id=R1, amount_minor=1000)
+    assert raised.value.status == 409
+    assert db.run_sync(_counts) == before
 
 
 def test_the_first_sale_after_a_rollover_has_a_2014_tid(db: Database, issuer: SealedKeyStore,
