@@ -20,19 +20,28 @@ for, and the gateway resends what it never got an application ack for. A crash a
 before the acks makes both resend, and the (gateway, seq) table turns the resends into no-ops.
 Messages that arrive while a transaction runs are committed together in the next one (group commit),
 which is what keeps SQLite's per-commit fsync off the critical path.
+
+Decoding and writing share one GIL. While a transaction is sending its rows (sqlite3 gives the GIL
+up and takes it back on every row, so a decoding reactor thread would leave it one row per switch
+interval), what arrives is held undecoded; the transaction signals when only the database's own
+work is left (PostgreSQL finishing the COPY, the commit's fsync) and the held messages are decoded
+then, alongside it. Held or not, messages are decoded and committed in the order they arrived.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from twisted.internet import defer
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.logger import Logger
 
 from protocols.link import (
@@ -65,7 +74,6 @@ from .records import (
     thd_ensure_meters,
     thd_gateway_state,
     thd_store_readings,
-    thd_touch_gateway,
     thd_update_identity,
 )
 from .store.schema import gateways, uplink_seen
@@ -84,6 +92,8 @@ TOPIC_OF: dict[type, Topic] = {
     ReadingBatch: Topic.READINGS, FastReadings: Topic.READINGS, EventBatch: Topic.EVENTS,
     CommandStatus: Topic.COMMAND_STATUS, Health: Topic.HEALTH,
 }  # fmt: skip
+# what the gateway journals (and resends until acknowledged): deduplicated by seq
+JOURNALED = (ReadingBatch, FastReadings, EventBatch, CommandStatus)
 
 
 @dataclass
@@ -99,20 +109,29 @@ class IngestResult:
 
 
 def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: HeadendConfig,
-               now: float, known: Mapping[str, AbstractSet[str]] | None = None) -> IngestResult:  # fmt: skip
+               now: float, known: Mapping[str, AbstractSet[str]] | None = None,
+               written: Callable[[], None] | None = None) -> IngestResult:  # fmt: skip
     """Store ``messages`` in this transaction. ``known``: the meters each gateway has had
-    registered by earlier committed transactions, so that they are not looked up again."""
+    registered by earlier committed transactions, so that they are not looked up again.
+    ``written``: called (in this thread) once everything is sent and only the database's own work
+    is left (the end of the COPY, the commit); it may not be called at all, on a failure.
+
+    A handful of statements per transaction, not per message: the gateways are touched (and their
+    ``max_seq`` read) in one upsert, every journaled message's (gateway, seq) goes into
+    ``uplink_seen`` in one ``INSERT ... ON CONFLICT DO NOTHING RETURNING`` (what comes back is
+    new, the rest are duplicates), the readings in one bulk insert, the new ``max_seq`` values in
+    one executemany. On PostgreSQL each statement is a round trip, so this is most of the ingest's
+    time once per message (benchmarks/headend_ingest.py)."""
     result = IngestResult()
-    insert = (postgresql if connection.dialect.name == "postgresql" else sqlite).insert
     rows: list[ReadingRow] = []
     by_gateway: dict[str, list[Uplink]] = {}
     for message in messages:
         by_gateway.setdefault(message.gateway, []).append(message)  # type: ignore[union-attr]
+    max_seqs = thd_touch_gateways(connection, by_gateway, now)
+    fresh = thd_first_seen(connection, [m for m in messages if isinstance(m, JOURNALED)], now)
+    advanced: dict[str, int] = {}
     for gateway_id, batch in by_gateway.items():
-        thd_touch_gateway(connection, gateway_id, now)
-        max_seq = connection.execute(
-            sa.select(gateways.c.max_seq).where(gateways.c.id == gateway_id)
-        ).scalar_one()
+        max_seq = first_max_seq = max_seqs[gateway_id]
         registered = known.get(gateway_id, frozenset()) if known else frozenset()
         # meters registered behind this gateway in this transaction
         ensured = result.ensured.setdefault(gateway_id, set())
@@ -129,25 +148,19 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
                     .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
                 )
                 continue
-            assert isinstance(message, ReadingBatch | FastReadings | EventBatch | CommandStatus)
-            topic = TOPIC_OF[type(message)]
-            # preserve_rowcount: without it psycopg's rowcount is -1, and nothing is a duplicate
-            fresh = connection.execute(
-                insert(uplink_seen)
-                .values(gateway_id=gateway_id, seq=message.seq, topic=topic.value, received_at=now)
-                .on_conflict_do_nothing(index_elements=["gateway_id", "seq"])
-                .execution_options(preserve_rowcount=True)
-            ).rowcount
-            if topic in ACKED_TOPICS:
+            assert isinstance(message, JOURNALED)
+            if TOPIC_OF[type(message)] in ACKED_TOPICS:
                 result.acks.setdefault(gateway_id, []).append(message.seq)
-            if not fresh:
+            key = (gateway_id, message.seq)
+            if key not in fresh:
                 result.duplicates += 1
                 continue
+            fresh.discard(key)  # the same message twice in one transaction: once is new
             if message.seq > max_seq + 1:
                 result.gaps.append((gateway_id, max_seq + 1, message.seq - 1))
             max_seq = max(max_seq, message.seq)
             if isinstance(message, FastReadings | ReadingBatch):
-                unseen = {r.meter for r in message.readings} - registered - ensured
+                unseen = _meters(message) - registered - ensured
                 if unseen:
                     new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
                                             now)  # fmt: skip
@@ -168,11 +181,68 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
                 if outcome is not None:
                     result.outcomes.append(outcome)
                     thd_follow_up(connection, outcome, now)
+        if max_seq != first_max_seq:
+            advanced[gateway_id] = max_seq
+    if advanced:
         connection.execute(
-            sa.update(gateways).where(gateways.c.id == gateway_id).values(max_seq=max_seq)
+            sa.update(gateways)
+            .where(gateways.c.id == sa.bindparam("gateway"))
+            .values(max_seq=sa.bindparam("max_seq")),
+            [{"gateway": g, "max_seq": s} for g, s in sorted(advanced.items())],
         )
-    result.readings = thd_store_readings(connection, rows)
+    result.readings = thd_store_readings(connection, rows, written)
     return result
+
+
+def _meters(message: FastReadings | ReadingBatch) -> set[str]:
+    if isinstance(message, FastReadings):
+        return set(message.meters)
+    return {r.meter for r in message.readings}
+
+
+def _reading_count(message: Uplink) -> int:
+    if isinstance(message, FastReadings):
+        return len(message)
+    return len(message.readings) if isinstance(message, ReadingBatch) else 0
+
+
+def thd_touch_gateways(connection: sa.Connection, gateway_ids: Iterable[str],
+                       now: float) -> dict[str, int]:  # fmt: skip
+    """Each gateway registered if new and seen ``now``, in one upsert; its ``max_seq``.
+
+    In id order, so that two head-ends' transactions lock the rows in the same order."""
+    insert = _insert(connection, gateways)
+    statement = insert.on_conflict_do_update(
+        index_elements=["id"], set_={"last_seen_at": insert.excluded.last_seen_at}
+    ).returning(gateways.c.id, gateways.c.max_seq)
+    values = [{"id": g, "first_seen_at": now, "last_seen_at": now} for g in sorted(gateway_ids)]
+    if not values:
+        return {}
+    return {row[0]: int(row[1]) for row in connection.execute(statement, values)}
+
+
+def thd_first_seen(connection: sa.Connection, messages: list[Any],
+                   now: float) -> set[tuple[str, int]]:  # fmt: skip
+    """Note each journaled message's (gateway, seq) in ``uplink_seen``, in one statement; the
+    pairs that were not there before (the rest are duplicates).
+
+    ``preserve_rowcount`` is not needed: RETURNING lists exactly the rows inserted. Sorted, so
+    that concurrent transactions meeting the same pairs wait on each other in the same order."""
+    if not messages:
+        return set()
+    topics = {(m.gateway, m.seq): TOPIC_OF[type(m)].value for m in messages}
+    statement = (
+        _insert(connection, uplink_seen)
+        .on_conflict_do_nothing(index_elements=["gateway_id", "seq"])
+        .returning(uplink_seen.c.gateway_id, uplink_seen.c.seq)
+    )
+    values = [{"gateway_id": g, "seq": s, "topic": topic, "received_at": now}
+              for (g, s), topic in sorted(topics.items())]  # fmt: skip
+    return {(row[0], int(row[1])) for row in connection.execute(statement, values)}
+
+
+def _insert(connection: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql if connection.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def thd_follow_up(connection: sa.Connection, outcome: StatusOutcome, now: float) -> None:
@@ -198,6 +268,13 @@ class Ingest:
         self._known: dict[str, set[str]] = {}
         self._known_count = 0
         self._writing: defer.Deferred[None] | None = None
+        # messages that arrived while a transaction was writing, not decoded yet
+        self._arrived: deque[tuple[str, bytes, Callable[[], None]]] = deque()
+        self._holding = False
+        # called in the database thread when the transaction has sent everything
+        self._written: Callable[[], None] | None = None
+        if IReactorFromThreads.providedBy(clock):
+            self._written = partial(clock.callFromThread, self._on_written)
         self.malformed = 0
         self.duplicates = 0
         self.messages = 0
@@ -207,6 +284,13 @@ class Ingest:
 
     def receive(self, topic_name: str, payload: bytes, ack: Callable[[], None]) -> None:
         """One MQTT message; ``ack`` sends the broker's PUBACK (called after the commit)."""
+        if self._holding:
+            self._arrived.append((topic_name, payload, ack))
+            return
+        self._decode(topic_name, payload, ack)
+        self._kick()
+
+    def _decode(self, topic_name: str, payload: bytes, ack: Callable[[], None]) -> None:
         try:
             gateway_id, topic = parse_topic(topic_name)
             if not topic.uplink:
@@ -214,7 +298,7 @@ class Ingest:
             message: Message | FastReadings | None = None
             if topic is Topic.READINGS:
                 message = fast_readings(payload, IDENTITY_POINTS)  # None: decode it fully
-                if message is not None and any(r.flagged for r in message.readings):
+                if message is not None and message.flagged:
                     message = None  # identity points update the meter: the full path does that
             if message is None:
                 message = decode_message(topic, payload)
@@ -226,7 +310,16 @@ class Ingest:
             ack()
             return
         self._pending.append((message, ack))
-        self._kick()
+
+    def _decode_arrived(self) -> None:
+        """Decode what arrived while a transaction was writing, in arrival order."""
+        self._holding = False
+        while self._arrived:
+            self._decode(*self._arrived.popleft())
+
+    def _on_written(self) -> None:
+        """The transaction has sent everything and waits on the database: decode now."""
+        self._decode_arrived()
 
     def _kick(self) -> None:
         if self._writing is None and self._pending:
@@ -255,17 +348,20 @@ class Ingest:
         while self._pending and (count < limit or not taken):
             item = self._pending.pop(0)
             taken.append(item)
-            if isinstance(item[0], ReadingBatch | FastReadings):
-                count += len(item[0].readings)
+            count += _reading_count(item[0])
         return taken
 
     async def _write(self) -> None:
         try:
             while self._pending:
                 batch = self._take()
+                # decoding competes with the transaction's own Python work for the GIL, and
+                # sqlite3 gives the GIL up on every row: hold what arrives until it is written
+                self._holding = self._written is not None
                 try:
                     result = await self.db.run(thd_ingest, [m for m, _ in batch], self.config,
-                                               self.clock.seconds(), self._known)  # fmt: skip
+                                               self.clock.seconds(), self._known,
+                                               self._written)  # fmt: skip
                 except Exception:
                     # not committed: nothing is acknowledged; put it back and try again shortly
                     self.failures += 1
@@ -274,8 +370,11 @@ class Ingest:
                     self._pending[:0] = batch
                     await _sleep(self.clock, 1.0)
                     continue
+                finally:
+                    self._decode_arrived()
                 self._after_commit(batch, result)
         finally:
+            self._decode_arrived()
             self._writing = None
 
     def _after_commit(self, batch: list[tuple[Uplink, Callable[[], None]]],
