@@ -74,7 +74,6 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import pytest
 import sqlalchemy as sa
-import yaml
 from twisted.internet import defer
 
 from headend.config import HeadendConfig
@@ -92,13 +91,12 @@ from protocols.link import (
     encode_message,
     gateway_topic,
 )
-from protocols.modbus import parse_profile
+from simulator.workload import POLL_INTERVAL_S, T0, FullRead
 from tests.support.postgres import Postgres
 
 __all__ = ["BackendResult", "Workload", "main", "make_workload", "run_benchmark"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PROFILE = REPO_ROOT / "protocols" / "modbus" / "profiles" / "amr-prepaid-v1.yaml"
 FULL = (40, 25)  # gateways, messages per gateway
 QUICK = (10, 10)
 METERS_PER_GATEWAY = 100  # one reading per meter per message: a poll cycle
@@ -106,10 +104,6 @@ FULL_ROUNDS = 2
 QUICK_ROUNDS = 1
 INFLIGHT = 100  # unacknowledged QoS 1 messages the broker sends the head-end (HeadendLink)
 TARGET_RATIO = 0.5
-T0 = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-POLL_INTERVAL_S = 900.0
-VALUE_GROUPS = ("energy", "status", "instant", "token")  # and consumption_month_0..3
-HISTORY_MONTHS = 4
 
 
 # --- the workload ----------------------------------------------------------------------------------
@@ -138,63 +132,9 @@ class Workload:
         return sum(len(p) for _, p in self.payloads)
 
 
-def _points() -> list[tuple[str, Decimal]]:
-    """(name, scale) of the 25 values a full read of amr-prepaid-v1 reports."""
-    profile = parse_profile(yaml.safe_load(PROFILE.read_text()), str(PROFILE))
-    history = [f"consumption_month_{n}" for n in range(HISTORY_MONTHS)]
-    return [
-        (p.name, p.scale)
-        for p in profile.points
-        if p.table.name.lower().startswith("input")
-        and (p.group in VALUE_GROUPS or p.name in history)
-    ]
-
-
-def _raw(name: str, meter: int, step: int, rng: random.Random) -> int:
-    """A plausible raw register value for point ``name`` of meter ``meter`` at poll ``step``."""
-    energy = 100_000 + meter * 37 + step * (5 + meter % 40)  # 0.01 kWh
-    match name:
-        case "energy_import_total":
-            return energy
-        case "energy_import_t1" | "energy_import_t2" | "energy_import_t3":
-            return energy // 3
-        case "energy_import_t4":
-            return 0
-        case "credit_remaining":
-            return max(0, 9_000 - step * 5 - meter)
-        case "emergency_credit_remaining":
-            return 500
-        case "power_active":
-            return rng.randrange(50, 6_000)
-        case "voltage":
-            return rng.randrange(2_250, 2_450)
-        case "current":
-            return rng.randrange(20, 2_600)
-        case "frequency":
-            return rng.randrange(4_990, 5_010)
-        case "power_factor":
-            return rng.randrange(850, 1_000)
-        case "meter_clock":
-            return int(T0 + step * POLL_INTERVAL_S) - meter % 7
-        case "active_tariff_band":
-            return 1 + step % 3
-        case "tou_active_version" | "token_result":
-            return 1
-        case "token_last_tid":
-            return 17_000_000 + meter
-        case "token_last_amount":
-            return 5_000
-        case "token_count":
-            return 3 + meter % 20
-        case _ if name.startswith("consumption_month_"):
-            return 15_000 + rng.randrange(0, 20_000)
-        case _:
-            return 0  # relay closed, no status flags
-
-
 def make_workload(gateways: int, messages_per_gateway: int, seed: int = 1) -> Workload:
     rng = random.Random(seed)
-    points = _points()
+    full_read = FullRead()  # exact: scaled values as Decimal, as the concentrator decodes them
     payloads: list[tuple[str, bytes]] = []
     ids: list[tuple[str, int]] = []
     states: list[tuple[str, bytes]] = []
@@ -211,17 +151,16 @@ def make_workload(gateways: int, messages_per_gateway: int, seed: int = 1) -> Wo
             batch = []
             for m in range(METERS_PER_GATEWAY):
                 index = g * METERS_PER_GATEWAY + m
-                values = {}
-                for name, scale in points:
-                    raw = _raw(name, index, step, rng)
-                    values[name] = raw * scale if scale != 1 else raw
+                values = full_read.values(index, step, rng, at)
+                meter_clock = values["meter_clock"]
+                assert isinstance(meter_clock, int)
                 batch.append(Reading(f"{47_000_000_000 + index:011d}", at + m * 0.5, values,
-                                     float(values["meter_clock"])))  # fmt: skip
+                                     float(meter_clock)))  # fmt: skip
             message = ReadingBatch(gateway, step, at + METERS_PER_GATEWAY * 0.5, tuple(batch))
             topic, payload = encode_message(message)
             payloads.append((gateway_topic(gateway, topic), payload))
             ids.append((gateway, step))
-    names = tuple(name for name, _ in points)
+    names = full_read.names
     count = gateways * messages_per_gateway * METERS_PER_GATEWAY
     return Workload(gateways, messages_per_gateway, names, tuple(payloads), tuple(ids), count,
                     tuple(states))  # fmt: skip
