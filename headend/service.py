@@ -75,14 +75,16 @@ class HeadendService(service.MultiService):
 
     def startService(self) -> None:  # noqa: N802 - Twisted's name
         app = self.app
-        app.db.start()
-        super().startService()
-        app.dispatcher.start()
         from .api.app import make_site
 
+        # the port first: when it is taken, nothing has started (no thread, no MQTT client)
+        # that would keep the process alive after the reactor stops
         site = make_site(app)
         self.api_port = app.clock.listenTCP(app.config.api.port, site,
                                             interface=app.config.api.host)  # fmt: skip
+        app.db.start()
+        super().startService()
+        app.dispatcher.start()
         log.info("Head-end API on http://{host}:{port}/", host=app.config.api.host,
                  port=self.api_port.getHost().port)  # fmt: skip
 

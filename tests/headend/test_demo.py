@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -68,3 +70,20 @@ def test_the_demo_vends_to_a_simulated_meter_and_stops_on_ctrl_c(tmp_path: Path)
 def _account(api: Api, meter_id: str) -> int:
     meter = api.get(f"/api/v1/meters/{meter_id}")
     return int(meter["account"]["id"]) if meter["account"] else 0
+
+
+def test_the_demo_stops_with_a_clear_message_when_its_port_is_taken(tmp_path: Path) -> None:
+    folder = tmp_path / "demo"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "headend.cli.main", "demo", "--dir", str(folder),
+                               "--api-port", str(port), "--meters", "1", "--broker", "embedded"],
+                              capture_output=True, text=True, timeout=90, check=False)  # fmt: skip
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert f"Couldn't listen on 127.0.0.1:{port}" in done.stderr
+    deadline = time.monotonic() + 20
+    while _running(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _running(folder), _running(folder)
