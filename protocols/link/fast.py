@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import orjson
@@ -149,8 +150,8 @@ def fast_readings(payload: bytes, flagged: frozenset[str] = frozenset()) -> Fast
         return None
     return FastReadings(
         gateway, seq, batch_time[0], tuple(meters), tuple(times), tuple(meter_times),
-        tuple([t.decode() for t in texts]),
+        tuple(map(bytes.decode, texts)),
         _numbers([v.get("energy_import_total") for v in values]),
         _numbers([v.get("credit_remaining") for v in values]),
-        bool(flagged) and not all(map(flagged.isdisjoint, values)),
+        any(any(map(dict.__contains__, values, repeat(name))) for name in flagged),
     )  # fmt: skip
