@@ -18,6 +18,7 @@ from protocols.link import (
     CommandStatus,
     CommandType,
     GatewayState,
+    Reading,
     ReadingBatch,
     Topic,
     decode_message,
@@ -25,7 +26,15 @@ from protocols.link import (
     gateway_topic,
     parse_topic,
 )
-from simulator.loadgen import LoadConfig, LoadStats, VirtualGateway, drn, gateway_ids, meter_ids
+from simulator.loadgen import (
+    BatchTemplate,
+    LoadConfig,
+    LoadStats,
+    VirtualGateway,
+    drn,
+    gateway_ids,
+    meter_ids,
+)
 from simulator.workload import FullRead
 
 GATEWAY = "lg-0007"
@@ -263,3 +272,53 @@ def test_config_checks_and_ids() -> None:
     assert config.readings_per_s == pytest.approx(12 * 3 / 900)
     with pytest.raises(ValueError, match="window must be >= 1; seq start must be >= 1"):
         LoadConfig(window=0, seq_start=0)
+
+
+def _full_read(meters: list[str], step: int, at: float, spacing: float) -> list[Reading]:
+    full_read, rng = FullRead(exact=False), random.Random(step)
+    readings = []
+    for index, meter in enumerate(meters):
+        values = full_read.values(index, step, rng, at)
+        clock = values["meter_clock"]
+        assert isinstance(clock, int)
+        readings.append(Reading(meter, at - (len(meters) - index) * spacing, values, float(clock)))
+    return readings
+
+
+def test_a_template_fills_to_the_bytes_encode_message_gives() -> None:
+    meters = [drn(4_800_000_000 + n) for n in range(30)]
+    first = _full_read(meters, 3, 1_767_225_600.25, 0.01)
+    template = BatchTemplate(GATEWAY, first, 1_767_225_600.25)
+    for seq, at, spacing in ((1, 1_767_225_600.25, 0.01), (987_654, 1_767_312_345.678, 0.5)):
+        later = [
+            Reading(r.meter, at - (len(meters) - i) * spacing,
+                    {**r.values, "meter_clock": int(at) - i % 7}, float(int(at) - i % 7))
+            for i, r in enumerate(first)
+        ]  # fmt: skip
+        expected = encode_message(ReadingBatch(GATEWAY, seq, at + 1, tuple(later)))[1]
+        assert template.fill(seq, at + 1, at, spacing) == expected
+
+
+def test_rebuild_every_keeps_values_for_n_polls_and_moves_times_and_seq() -> None:
+    clock = task.Clock()
+    clock.advance(1_767_225_600)
+    link = FakeLink()
+    gateway = VirtualGateway(clock, link, GATEWAY, [drn(4_800_000_000 + n) for n in range(4)], 0,
+                             FullRead(exact=False), random.Random(1), LoadStats(), window=100,
+                             rebuild_every=3)  # fmt: skip
+    link.connect()
+    link.published = []
+    for _ in range(7):
+        clock.advance(60)
+        gateway.poll(clock.seconds())
+    batches = [m for _, m in link.take()]
+    assert [b.seq for b in batches] == list(range(1, 8))
+    energy = [b.readings[0].values["energy_import_total"] for b in batches]
+    assert energy[0] == energy[1] == energy[2] != energy[3] == energy[4] == energy[5] != energy[6]
+    times = [r.time for b in batches for r in b.readings]
+    assert times == sorted(times) and len(set(times)) == len(times)
+    for poll, batch in enumerate(batches, start=1):
+        end = 1_767_225_600 + 60 * poll  # each poll cycle ends when it was polled
+        for index, reading in enumerate(batch.readings):
+            assert reading.values["meter_clock"] == end - index % 7
+            assert reading.meter_time == reading.values["meter_clock"]
