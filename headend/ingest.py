@@ -71,8 +71,8 @@ from .records import (
     fast_reading_rows,
     reading_rows,
     thd_apply_events,
-    thd_ensure_meters,
     thd_gateway_state,
+    thd_register_meters,
     thd_store_readings,
     thd_update_identity,
 )
@@ -129,24 +129,17 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
         by_gateway.setdefault(message.gateway, []).append(message)  # type: ignore[union-attr]
     max_seqs = thd_touch_gateways(connection, by_gateway, now)
     fresh = thd_first_seen(connection, [m for m in messages if isinstance(m, JOURNALED)], now)
+    # first what is new (seqs, gaps) and which meters its readings name that this Ingest has not
+    # seen registered behind their gateway: those are looked up in one go, not per message
     advanced: dict[str, int] = {}
+    new_messages: list[tuple[str, Uplink]] = []
     for gateway_id, batch in by_gateway.items():
         max_seq = first_max_seq = max_seqs[gateway_id]
         registered = known.get(gateway_id, frozenset()) if known else frozenset()
-        # meters registered behind this gateway in this transaction
-        ensured = result.ensured.setdefault(gateway_id, set())
+        unseen: set[str] = set()
         for message in batch:
-            if isinstance(message, GatewayState):
-                result.new_meters += len(
-                    thd_gateway_state(connection, message, config.meter_defaults, now)
-                )
-                continue
-            if isinstance(message, Health):  # not journaled by the gateway: no seq to dedupe
-                connection.execute(
-                    sa.update(gateways)
-                    .where(gateways.c.id == gateway_id)
-                    .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
-                )
+            if isinstance(message, GatewayState | Health):  # no seq (Health's is not journaled)
+                new_messages.append((gateway_id, message))
                 continue
             assert isinstance(message, JOURNALED)
             if TOPIC_OF[type(message)] in ACKED_TOPICS:
@@ -159,30 +152,43 @@ def thd_ingest(connection: sa.Connection, messages: list[Uplink], config: Headen
             if message.seq > max_seq + 1:
                 result.gaps.append((gateway_id, max_seq + 1, message.seq - 1))
             max_seq = max(max_seq, message.seq)
+            new_messages.append((gateway_id, message))
             if isinstance(message, FastReadings | ReadingBatch):
-                unseen = _meters(message) - registered - ensured
-                if unseen:
-                    new = thd_ensure_meters(connection, gateway_id, unseen, config.meter_defaults,
-                                            now)  # fmt: skip
-                    result.new_meters += len(new)
-                    ensured |= unseen
-                if isinstance(message, FastReadings):
-                    rows.extend(fast_reading_rows(message))
-                else:
-                    rows.extend(reading_rows(message))
-                    thd_update_identity(connection, message)
-            elif isinstance(message, EventBatch):
-                result.alarms.extend(
-                    thd_apply_events(connection, message, dict(config.alarms.severity), now)
-                )
-            elif isinstance(message, CommandStatus):
-                outcome = thd_apply_status(connection, message, now,
-                                           config.commands.max_attempts)  # fmt: skip
-                if outcome is not None:
-                    result.outcomes.append(outcome)
-                    thd_follow_up(connection, outcome, now)
+                unseen |= _meters(message) - registered
+        if unseen:
+            result.ensured[gateway_id] = unseen  # registered behind it by this transaction
         if max_seq != first_max_seq:
             advanced[gateway_id] = max_seq
+    if result.ensured:
+        registered_now = thd_register_meters(connection, result.ensured, config.meter_defaults,
+                                             now)  # fmt: skip
+        result.new_meters += sum(len(new) for new in registered_now.values())
+    for gateway_id, message in new_messages:
+        if isinstance(message, GatewayState):
+            result.new_meters += len(
+                thd_gateway_state(connection, message, config.meter_defaults, now)
+            )
+        elif isinstance(message, Health):
+            connection.execute(
+                sa.update(gateways)
+                .where(gateways.c.id == gateway_id)
+                .values(health=json.dumps(dict(message.metrics), default=str), health_at=now)
+            )
+        elif isinstance(message, FastReadings):
+            rows.extend(fast_reading_rows(message))
+        elif isinstance(message, ReadingBatch):
+            rows.extend(reading_rows(message))
+            thd_update_identity(connection, message)
+        elif isinstance(message, EventBatch):
+            result.alarms.extend(
+                thd_apply_events(connection, message, dict(config.alarms.severity), now)
+            )
+        elif isinstance(message, CommandStatus):
+            outcome = thd_apply_status(connection, message, now,
+                                       config.commands.max_attempts)  # fmt: skip
+            if outcome is not None:
+                result.outcomes.append(outcome)
+                thd_follow_up(connection, outcome, now)
     if advanced:
         connection.execute(
             sa.update(gateways)
@@ -271,6 +277,7 @@ class Ingest:
         # messages that arrived while a transaction was writing, not decoded yet
         self._arrived: deque[tuple[str, bytes, Callable[[], None]]] = deque()
         self._holding = False
+        self._pending_readings = 0  # in self._pending
         # called in the database thread when the transaction has sent everything
         self._written: Callable[[], None] | None = None
         if IReactorFromThreads.providedBy(clock):
@@ -284,11 +291,15 @@ class Ingest:
 
     def receive(self, topic_name: str, payload: bytes, ack: Callable[[], None]) -> None:
         """One MQTT message; ``ack`` sends the broker's PUBACK (called after the commit)."""
-        if self._holding:
-            self._arrived.append((topic_name, payload, ack))
-            return
-        self._decode(topic_name, payload, ack)
-        self._kick()
+        self._arrived.append((topic_name, payload, ack))
+        if not self._holding and not self._full():
+            self._decode_arrived()
+            self._kick()
+
+    def _full(self) -> bool:
+        """A transaction's worth is decoded: what comes next waits for it to be written."""
+        return (self._written is not None
+                and self._pending_readings >= self.config.database.ingest_batch_rows)  # fmt: skip
 
     def _decode(self, topic_name: str, payload: bytes, ack: Callable[[], None]) -> None:
         try:
@@ -310,9 +321,10 @@ class Ingest:
             ack()
             return
         self._pending.append((message, ack))
+        self._pending_readings += _reading_count(message)
 
     def _decode_arrived(self) -> None:
-        """Decode what arrived while a transaction was writing, in arrival order."""
+        """Decode what arrived and was held, in arrival order."""
         self._holding = False
         while self._arrived:
             self._decode(*self._arrived.popleft())
@@ -328,18 +340,21 @@ class Ingest:
 
     def drained(self) -> defer.Deferred[None]:
         """Fires when nothing is pending or being written (tests, clean stop)."""
-        if self._writing is None and not self._pending:
+        if self._idle():
             return defer.succeed(None)
         waiter: defer.Deferred[None] = defer.Deferred()
 
         def check() -> None:
-            if self._writing is None and not self._pending:
+            if self._idle():
                 waiter.callback(None)
             else:
                 self.clock.callLater(0.01, check)
 
         check()
         return waiter
+
+    def _idle(self) -> bool:
+        return self._writing is None and not self._pending and not self._arrived
 
     def _take(self) -> list[tuple[Uplink, Callable[[], None]]]:
         limit = self.config.database.ingest_batch_rows
@@ -349,11 +364,18 @@ class Ingest:
             item = self._pending.pop(0)
             taken.append(item)
             count += _reading_count(item[0])
+        self._pending_readings -= count
         return taken
 
     async def _write(self) -> None:
         try:
-            while self._pending:
+            # the rest of a burst (a reconnect's backlog, the broker's in-flight window) arrives
+            # in this same reactor turn: let it, so that the first transaction is a full one
+            await _sleep(self.clock, 0)
+            while True:
+                self._decode_arrived()  # whatever was held goes before the next batch is taken
+                if not self._pending:
+                    break
                 batch = self._take()
                 # decoding competes with the transaction's own Python work for the GIL, and
                 # sqlite3 gives the GIL up on every row: hold what arrives until it is written
@@ -368,13 +390,12 @@ class Ingest:
                     log.failure("Ingest transaction failed; retrying {count} messages",
                                 count=len(batch))  # fmt: skip
                     self._pending[:0] = batch
+                    self._pending_readings += sum(_reading_count(m) for m, _ in batch)
                     await _sleep(self.clock, 1.0)
                     continue
-                finally:
-                    self._decode_arrived()
                 self._after_commit(batch, result)
         finally:
-            self._decode_arrived()
+            self._holding = False
             self._writing = None
 
     def _after_commit(self, batch: list[tuple[Uplink, Callable[[], None]]],

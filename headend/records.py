@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -39,6 +40,7 @@ __all__ = [
     "thd_apply_events",
     "thd_ensure_meters",
     "thd_gateway_state",
+    "thd_register_meters",
     "thd_store_readings",
 ]
 
@@ -212,41 +214,46 @@ def _copy(cursor: Any, table: str, rows: list[ReadingRow],
 def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set[str],
                       defaults: MeterDefaults, now: float) -> list[str]:  # fmt: skip
     """Register meters not yet known (behind ``gateway_id``); move known ones to it. New ids."""
-    known = {
-        row.id: row.gateway_id
-        for row in connection.execute(
-            sa.select(meters.c.id, meters.c.gateway_id).where(meters.c.id.in_(meter_ids))
+    return thd_register_meters(connection, {gateway_id: meter_ids}, defaults, now)[gateway_id]
+
+
+# ids per SELECT ... WHERE id IN (...): SQLAlchemy renders each one as a parameter
+_LOOKUP_IDS = 1000
+
+
+def thd_register_meters(connection: sa.Connection, wanted: Mapping[str, AbstractSet[str]],
+                        defaults: MeterDefaults, now: float) -> dict[str, list[str]]:  # fmt: skip
+    """:func:`thd_ensure_meters` for several gateways, looked up with one query per 1000 ids
+    rather than one per gateway; gateways in ``wanted``'s order (a meter named by two ends up
+    behind the last). The new ids of each gateway."""
+    everyone = sorted(set().union(*wanted.values()))
+    known: dict[str, str | None] = {}
+    for first in range(0, len(everyone), _LOOKUP_IDS):
+        lookup = sa.select(meters.c.id, meters.c.gateway_id).where(
+            meters.c.id.in_(everyone[first : first + _LOOKUP_IDS])
         )
-    }
-    new = sorted(meter_ids - set(known))
-    if new and defaults.group:
-        thd_ensure_group(connection, defaults.group)
-    if new:
-        connection.execute(
-            _insert(connection, meters).on_conflict_do_nothing(index_elements=["id"]),
-            [
-                {
-                    "id": m,
-                    "drn": m,
-                    "gateway_id": gateway_id,
-                    "group_name": defaults.group,
-                    "sgc": defaults.sgc,
-                    "tariff_index": defaults.tariff_index,
-                    "key_revision": defaults.key_revision,
-                    "key_type": defaults.key_type,
-                    "base_date": defaults.base_date,
-                    "algorithm": defaults.algorithm,
-                    "registered_at": now,
-                }
-                for m in new
-            ],
-        )
-    moved = [m for m, gw in known.items() if gw != gateway_id]
-    if moved:
-        connection.execute(
-            sa.update(meters).where(meters.c.id.in_(moved)).values(gateway_id=gateway_id)
-        )
-    return new
+        known.update((row[0], row[1]) for row in connection.execute(lookup))
+    created: dict[str, list[str]] = {}
+    for gateway_id, meter_ids in wanted.items():
+        new = created[gateway_id] = sorted(meter_ids - known.keys())
+        if new and defaults.group:
+            thd_ensure_group(connection, defaults.group)
+        if new:
+            connection.execute(
+                _insert(connection, meters).on_conflict_do_nothing(index_elements=["id"]),
+                [{"id": m, "drn": m, "gateway_id": gateway_id, "group_name": defaults.group,
+                  "sgc": defaults.sgc, "tariff_index": defaults.tariff_index,
+                  "key_revision": defaults.key_revision, "key_type": defaults.key_type,
+                  "base_date": defaults.base_date, "algorithm": defaults.algorithm,
+                  "registered_at": now} for m in new],
+            )  # fmt: skip
+        moved = sorted(m for m in meter_ids if m in known and known[m] != gateway_id)
+        if moved:
+            connection.execute(
+                sa.update(meters).where(meters.c.id.in_(moved)).values(gateway_id=gateway_id)
+            )
+        known.update(dict.fromkeys(meter_ids, gateway_id))
+    return created
 
 
 def thd_ensure_group(connection: sa.Connection, name: str) -> None:

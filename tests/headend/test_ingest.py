@@ -234,11 +234,13 @@ def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
 
 
 def test_nothing_is_acknowledged_before_the_commit(sqlite_engine: sa.Engine) -> None:
+    clock = Reactor()
     db = SteppedDatabase(sqlite_engine)
     gateway = Gateway()
-    ingest = Ingest(db, Reactor(), CONFIG, gateway.publish)
+    ingest = Ingest(db, clock, CONFIG, gateway.publish)
 
     gateway.deliver(ingest, batch(1), 1)
+    clock.advance(0)  # the writer starts on the reactor's next turn
     db.write()
     assert gateway.pubacks == [] and gateway.app_acks == []  # written, not committed
     db.commit()
@@ -248,10 +250,12 @@ def test_nothing_is_acknowledged_before_the_commit(sqlite_engine: sa.Engine) -> 
 
 
 def test_messages_arriving_during_a_write_follow_in_order(sqlite_engine: sa.Engine) -> None:
+    clock = Reactor()
     db = SteppedDatabase(sqlite_engine)
     gateway = Gateway()
-    ingest = Ingest(db, Reactor(), CONFIG, gateway.publish)
-    gateway.deliver(ingest, batch(1), 1)  # starts the first transaction
+    ingest = Ingest(db, clock, CONFIG, gateway.publish)
+    gateway.deliver(ingest, batch(1), 1)
+    clock.advance(0)  # the first transaction starts
 
     gateway.deliver(ingest, batch(2), 2)  # these arrive while it is being written
     gateway.deliver(ingest, EventBatch("gw-1", 3, T0, ()), 3)
@@ -279,6 +283,7 @@ def test_a_failed_transaction_is_retried_and_acknowledged_once_committed(
     gateway = Gateway()
     ingest = Ingest(db, clock, CONFIG, gateway.publish)
     gateway.deliver(ingest, batch(1), 1)
+    clock.advance(0)
     _, _, done = db.waiting.pop(0)
     gateway.deliver(ingest, batch(2), 2)  # held while the first transaction runs
 
@@ -290,3 +295,24 @@ def test_a_failed_transaction_is_retried_and_acknowledged_once_committed(
 
     assert [[m.seq for m in t] for t in db.transactions] == [[1, 2]]
     assert gateway.pubacks == [1, 2] and ingest.readings == 6
+
+
+def test_a_burst_is_committed_in_transactions_of_ingest_batch_rows(
+    sqlite_engine: sa.Engine,
+) -> None:
+    """A backlog arriving at once (a reconnect, the broker's in-flight window) fills the first
+    transaction up to ingest_batch_rows; the rest waits for the next one, in order."""
+    clock = Reactor()
+    db = SteppedDatabase(sqlite_engine)
+    gateway = Gateway()
+    config = HeadendConfig.model_validate({"database": {"ingest_batch_rows": 6}})
+    ingest = Ingest(db, clock, config, gateway.publish)
+    for seq in range(1, 6):
+        gateway.deliver(ingest, batch(seq), seq)  # 3 readings each
+    clock.advance(0)
+    while db.waiting:
+        db.write()
+        db.commit()
+
+    assert [[m.seq for m in t] for t in db.transactions] == [[1, 2], [3, 4], [5]]
+    assert gateway.pubacks == [1, 2, 3, 4, 5] and ingest.readings == 15 and ingest.gaps == 0
