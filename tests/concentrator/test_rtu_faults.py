@@ -140,7 +140,9 @@ def test_one_dead_meter_leaves_the_other_nine_their_throughput(rtu: RtuSystem) -
     time.sleep(12)
     dead = {m: rtu.readings(m, start_dead) - rtu.readings(m, start_dead + 12) for m in others}
     assert sum(dead.values()) >= 0.9 * sum(alive.values()), (alive, dead)
-    assert all(dead[m] >= 0.9 * alive[m] - 1 for m in others), (alive, dead)
+    # per meter, a 12 s window holds ~12 polls give or take the one at each edge, and the
+    # machine may be running other tests: the dead meter must not take a share of anyone's
+    assert all(dead[m] >= 0.8 * alive[m] - 1 for m in others), (alive, dead)
     assert rtu.readings(rtu.drns[5], start_dead) == 0
     unreachable = [e for b in rtu.headend.events for e in b.events
                    if e.kind == "meter_unreachable" and e.meter == rtu.drns[5]]  # fmt: skip

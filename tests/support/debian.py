@@ -6,6 +6,7 @@ apt-get rather than skipped: a skipped integration test would hide a broken feat
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -30,7 +31,19 @@ def ensure_commands(*commands: str, packages: dict[str, str] | None = None) -> N
 
 
 def install_packages(*names: str) -> None:
-    """apt-get install the packages, non-interactively (for programs not on PATH, too)."""
+    """apt-get install the packages, non-interactively (for programs not on PATH, too).
+
+    Test processes running side by side (pytest-xdist workers) take turns: apt-get holds dpkg's
+    lock and refuses a second install at the same time."""
+    with open("/tmp/amr-tests-apt.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            _install(names)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _install(names: tuple[str, ...]) -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         if not _state["updated"]:
