@@ -91,6 +91,7 @@ from protocols.link import (
     encode_message,
     gateway_topic,
 )
+from protocols.link.fast import FastReadings
 from simulator.workload import POLL_INTERVAL_S, T0, FullRead
 from tests.support.postgres import Postgres
 
@@ -243,7 +244,9 @@ class TimedDatabase(Database):
                 self.failed.callback(f"{type(exc).__name__}: {exc}")
             raise
         elapsed = time.perf_counter() - start
-        count = sum(len(m.readings) for m in messages if isinstance(m, ReadingBatch))
+        # readings come as ReadingBatch (the full decoder) or FastReadings (ingest's fast path)
+        count = sum(len(m.meters) if isinstance(m, FastReadings) else len(m.readings)
+                    for m in messages if isinstance(m, ReadingBatch | FastReadings))  # fmt: skip
         self.transactions.append(Transaction(len(messages), count, elapsed))
         self.committed.update((m.gateway, m.seq) for m in messages if hasattr(m, "seq"))
         return result
