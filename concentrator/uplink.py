@@ -200,9 +200,13 @@ class Uplink:
         waiting = self.unacknowledged
         if not waiting or not self.mqtt.connected:
             return
-        if now - self._last_ack_s > self.ack_timeout_s:
+        # silence counts from the last ack, or from the oldest message waiting if that came
+        # later: a gateway idle for longer than the timeout (15-minute polls) has had no ack to
+        # wait for, and its next message must be given the whole timeout
+        silent_since = max(self._last_ack_s, min(self._published.values()))
+        if now - silent_since > self.ack_timeout_s:
             log.warn("No acknowledgement for {waited_s:.0f}s with {count} messages waiting: reconnecting",
-                     waited_s=now - self._last_ack_s, count=waiting)  # fmt: skip
+                     waited_s=now - silent_since, count=waiting)  # fmt: skip
             self._last_ack_s = now
             self.mqtt.force_reconnect()
             return
