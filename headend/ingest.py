@@ -236,7 +236,9 @@ def thd_first_seen(connection: sa.Connection, messages: list[Any],
     that concurrent transactions meeting the same pairs wait on each other in the same order."""
     if not messages:
         return set()
-    topics = {(m.gateway, m.seq): TOPIC_OF[type(m)].value for m in messages}
+    topics: dict[tuple[str, int], str] = {}
+    for m in messages:  # the first message with a seq is the one that counts
+        topics.setdefault((m.gateway, m.seq), TOPIC_OF[type(m)].value)
     statement = (
         _insert(connection, uplink_seen)
         .on_conflict_do_nothing(index_elements=["gateway_id", "seq"])

@@ -128,6 +128,15 @@ def test_a_resent_message_is_acknowledged_again_and_changes_nothing(engine: sa.E
     assert sorted(seen) == [(1, "readings"), (2, "readings")]
 
 
+def test_two_messages_under_one_seq_the_first_counts(engine: sa.Engine) -> None:
+    event = EventBatch("gw-1", 1, T0, (Event("47000000000", T0, "tamper", EventState.RAISED),))
+    result = ingest_now(engine, [fast(batch(1)), event])
+
+    assert result.duplicates == 1 and result.readings == 3 and result.alarms == []
+    with engine.connect() as connection:
+        assert connection.execute(sa.select(uplink_seen.c.topic)).all() == [("readings",)]
+
+
 def test_a_gap_in_a_gateways_seq_is_listed_and_max_seq_advances(engine: sa.Engine) -> None:
     result = ingest_now(engine, [fast(batch(1)), fast(batch(2)), fast(batch(5)),
                                  fast(batch(3, gateway="gw-2"))])  # fmt: skip
