@@ -217,22 +217,22 @@ def thd_ensure_meters(connection: sa.Connection, gateway_id: str, meter_ids: set
     return thd_register_meters(connection, {gateway_id: meter_ids}, defaults, now)[gateway_id]
 
 
-# ids per SELECT ... WHERE id IN (...): SQLAlchemy renders each one as a parameter
-_LOOKUP_IDS = 1000
-
-
 def thd_register_meters(connection: sa.Connection, wanted: Mapping[str, AbstractSet[str]],
                         defaults: MeterDefaults, now: float) -> dict[str, list[str]]:  # fmt: skip
-    """:func:`thd_ensure_meters` for several gateways, looked up with one query per 1000 ids
-    rather than one per gateway; gateways in ``wanted``'s order (a meter named by two ends up
-    behind the last). The new ids of each gateway."""
+    """:func:`thd_ensure_meters` for several gateways, all looked up in one query; gateways in
+    ``wanted``'s order (a meter named by two ends up behind the last). The new ids of each.
+
+    The ids travel as one parameter (a PostgreSQL array, a JSON array SQLite's json_each reads),
+    not one each: an ``IN`` of 4,000 parameters took 100 ms on PostgreSQL, this 20."""
     everyone = sorted(set().union(*wanted.values()))
-    known: dict[str, str | None] = {}
-    for first in range(0, len(everyone), _LOOKUP_IDS):
-        lookup = sa.select(meters.c.id, meters.c.gateway_id).where(
-            meters.c.id.in_(everyone[first : first + _LOOKUP_IDS])
-        )
-        known.update((row[0], row[1]) for row in connection.execute(lookup))
+    if connection.dialect.name == "postgresql":
+        listed: Any = sa.any_(sa.bindparam("ids", everyone, type_=postgresql.ARRAY(sa.String)))
+        named = meters.c.id == listed
+    else:
+        listed = sa.text("SELECT value FROM json_each(:ids)").bindparams(ids=json.dumps(everyone))
+        named = meters.c.id.in_(listed)
+    lookup = sa.select(meters.c.id, meters.c.gateway_id).where(named)
+    known: dict[str, str | None] = {row[0]: row[1] for row in connection.execute(lookup)}
     created: dict[str, list[str]] = {}
     for gateway_id, meter_ids in wanted.items():
         new = created[gateway_id] = sorted(meter_ids - known.keys())

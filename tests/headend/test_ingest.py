@@ -128,6 +128,26 @@ def test_a_resent_message_is_acknowledged_again_and_changes_nothing(engine: sa.E
     assert sorted(seen) == [(1, "readings"), (2, "readings")]
 
 
+def test_a_meter_read_behind_another_gateway_moves_to_it(engine: sa.Engine) -> None:
+    ingest_now(engine, [fast(batch(1))])
+    moved = ReadingBatch("gw-2", 1, T0, (Reading("47000000001", T0, {"credit_remaining": 1}),))
+    new = ReadingBatch("gw-3", 1, T0, (Reading("49000000000", T0 + 1, {}),
+                                       Reading("47000000002", T0 + 1, {})))  # fmt: skip
+    later = ReadingBatch("gw-2", 2, T0, (Reading("47000000002", T0 + 2, {}),))
+
+    result = ingest_now(engine, [moved, new, later], now=T0 + 60)
+
+    assert result.new_meters == 1  # 49000000000
+    assert result.ensured == {"gw-2": {"47000000001", "47000000002"},
+                              "gw-3": {"49000000000", "47000000002"}}  # fmt: skip
+    with engine.connect() as connection:
+        behind = dict(connection.execute(sa.select(meters.c.id, meters.c.gateway_id)).all())
+    # 47000000002 is named by gw-2 and gw-3: gateways are taken in the order they first appear
+    # in the transaction (as before batching), and the last one keeps the meter
+    assert behind == {"47000000000": "gw-1", "47000000001": "gw-2", "47000000002": "gw-3",
+                      "49000000000": "gw-3"}  # fmt: skip
+
+
 def test_two_messages_under_one_seq_the_first_counts(engine: sa.Engine) -> None:
     event = EventBatch("gw-1", 1, T0, (Event("47000000000", T0, "tamper", EventState.RAISED),))
     result = ingest_now(engine, [fast(batch(1)), event])
