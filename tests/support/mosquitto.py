@@ -9,18 +9,40 @@ from __future__ import annotations
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .debian import ensure_commands
 
-__all__ = ["Mosquitto", "free_port"]
+__all__ = ["Mosquitto", "free_port", "spawn_mosquitto"]
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def spawn_mosquitto(config: Path, port: int, stderr: Path,
+                    log: Callable[[], str] = lambda: "") -> subprocess.Popen[bytes]:  # fmt: skip
+    """``mosquitto -c config``, its stderr appended to ``stderr``, once it accepts connections on
+    127.0.0.1:port; RuntimeError with what it said (and ``log()``) when it does not within 15 s."""
+    with stderr.open("ab") as err:
+        process = subprocess.Popen(["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL,
+                                   stderr=err)  # fmt: skip
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return process
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                said = stderr.read_text(errors="replace")
+                raise RuntimeError(
+                    f"mosquitto did not start on port {port}:\n{said}\n{log()}".rstrip()
+                ) from None
+            time.sleep(0.05)
 
 
 @dataclass
@@ -44,22 +66,7 @@ class Mosquitto:
             "max_queued_messages 100000\n"
             "max_inflight_messages 100\n"
         )
-        with (self.folder / "mosquitto.log").open("ab") as log_file:
-            self.process = subprocess.Popen(
-                ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=log_file
-            )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    log = (self.folder / "mosquitto.log").read_text(errors="replace")
-                    raise RuntimeError(
-                        f"mosquitto did not start on port {self.port}:\n{log}"
-                    ) from None
-                time.sleep(0.05)
+        self.process = spawn_mosquitto(config, self.port, self.folder / "mosquitto.log")
 
     def stop(self, kill: bool = False) -> None:
         if self.process is None:

@@ -14,14 +14,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .debian import ensure_commands
-from .mosquitto import free_port
+from .mosquitto import free_port, spawn_mosquitto
 
 __all__ = ["DEPLOY", "TlsMosquitto", "install_broker_files", "render_config"]
 
@@ -92,22 +91,9 @@ class TlsMosquitto:
         config.write_text(
             render_config((DEPLOY / "mosquitto.conf").read_text(), self.root, self.port)
         )
-        with (self.root / "stderr.log").open("ab") as stderr:
-            self.process = subprocess.Popen(
-                ["mosquitto", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=stderr
-            )
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    errors = (self.root / "stderr.log").read_text(errors="replace")
-                    raise RuntimeError(
-                        f"mosquitto did not start on port {self.port}:\n{errors}\n{self.log}"
-                    ) from None
-                time.sleep(0.05)
+        self.process = spawn_mosquitto(
+            config, self.port, self.root / "stderr.log", lambda: self.log
+        )
 
     def wait_for_log(self, text: str, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s
