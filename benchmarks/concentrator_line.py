@@ -45,7 +45,6 @@ shared with :mod:`benchmarks.concentrator_memory`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -73,6 +72,7 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.cli import benchmark_main
 from benchmarks.sim_fleet_cpu import process_cpu_s
 from benchmarks.sim_rtu_timing import (
     AMR,
@@ -83,7 +83,6 @@ from benchmarks.sim_rtu_timing import (
     SimError,
     SimProcess,
     TransactionError,
-    exit_on_sigterm,
     model_poll_s,
     rtu_bus,
     silent_interval_s,
@@ -672,32 +671,15 @@ def as_table(result: LineResult, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.concentrator_line",
+    return benchmark_main(
+        argv, name="concentrator_line",
         description="Polls/s of amr concentrator on a saturated 9600-baud RTU line vs its limit.",
-    )
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_WINDOW_S:g} s window")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the target is missed or the run is invalid"
-    )
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        result = run_benchmark(quick=args.quick)
-    except (SimError, OSError, RuntimeError, pytest.fail.Exception) as exc:
-        print(f"concentrator_line: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("concentrator_line: interrupted; every subprocess was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(result, args.quick), indent=2))
-    else:
-        print(as_table(result, args.quick))
-    if args.check and not result.passed:
-        return 1
-    return 0
+        quick_help=f"{QUICK_WINDOW_S:g} s window",
+        check_help="exit 1 if the target is missed or the run is invalid",
+        run=lambda args: run_benchmark(quick=args.quick), as_json=as_json, as_table=as_table,
+        passed=lambda result: result.passed,
+        errors=(SimError, OSError, RuntimeError, pytest.fail.Exception),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

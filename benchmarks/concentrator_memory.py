@@ -47,7 +47,6 @@ messages from the backlog (the daemon read it and published a window of it).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -67,6 +66,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import pytest
 from sqlalchemy import create_engine, event, func, insert, select
 
+from benchmarks.cli import benchmark_main
 from benchmarks.concentrator_line import (
     AmrProcess,
     HeadEndStub,
@@ -77,7 +77,7 @@ from benchmarks.concentrator_line import (
     running_broker,
 )
 from benchmarks.sim_fleet_cpu import process_cpu_s
-from benchmarks.sim_rtu_timing import SimError, exit_on_sigterm
+from benchmarks.sim_rtu_timing import SimError
 from concentrator.journal import EntryKind, JournalStore, counters, entries, metadata
 from protocols.link import (
     Reading,
@@ -596,42 +596,34 @@ def as_table(result: MemoryResult, quick: bool) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.concentrator_memory",
-        description="Resident memory of amr concentrator: 1,000 meters, 100,000-message backlog.",
-    )
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_WINDOW_S:g} s per run")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the target is missed or a run is invalid"
-    )
+def _readings_per_message(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("--readings-per-message must be 1..1000")
+    return value
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--readings-per-message",
-        type=int,
+        type=_readings_per_message,
         metavar="N",
         help=f"readings in each backlog message (default {FULL_READINGS_PER_MESSAGE}, "
         f"--quick {QUICK_READINGS_PER_MESSAGE})",
     )
-    args = parser.parse_args(argv)
-    if args.readings_per_message is not None and not 1 <= args.readings_per_message <= 1000:
-        parser.error("--readings-per-message must be 1..1000")
-    exit_on_sigterm()
-    try:
-        result = run_benchmark(quick=args.quick, readings_per_message=args.readings_per_message)
-    except (SimError, OSError, RuntimeError, pytest.fail.Exception) as exc:
-        print(f"concentrator_memory: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("concentrator_memory: interrupted; every subprocess was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(result, args.quick), indent=2))
-    else:
-        print(as_table(result, args.quick))
-    if args.check and not result.passed:
-        return 1
-    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return benchmark_main(
+        argv, name="concentrator_memory",
+        description="Resident memory of amr concentrator: 1,000 meters, 100,000-message backlog.",
+        quick_help=f"{QUICK_WINDOW_S:g} s per run",
+        check_help="exit 1 if the target is missed or a run is invalid", arguments=_arguments,
+        run=lambda args: run_benchmark(quick=args.quick,
+                                       readings_per_message=args.readings_per_message),
+        as_json=as_json, as_table=as_table, passed=lambda result: result.passed,
+        errors=(SimError, OSError, RuntimeError, pytest.fail.Exception),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -52,7 +52,6 @@ counted every message as a duplicate.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import gc
 import json
@@ -76,6 +75,7 @@ import pytest
 import sqlalchemy as sa
 from twisted.internet import defer
 
+from benchmarks.cli import benchmark_main
 from headend.config import HeadendConfig
 from headend.ingest import Ingest, IngestResult
 from headend.records import READING_COLUMNS, reading_rows
@@ -798,31 +798,16 @@ def as_table(report: Report, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.headend_ingest",
+    return benchmark_main(
+        argv, name="headend_ingest",
         description="Head-end ingest readings/s on SQLite and PostgreSQL vs a raw bulk insert.",
-    )
-    parser.add_argument("--quick", action="store_true", help="10,000 readings, one round")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if a ratio is below 0.5 or the run is invalid"
-    )
-    args = parser.parse_args(argv)
-    try:
-        report = run_benchmark(quick=args.quick)
-    except (OSError, RuntimeError, sa.exc.SQLAlchemyError, pytest.fail.Exception) as exc:
-        print(f"headend_ingest: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("headend_ingest: interrupted", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(report, args.quick), indent=2))
-    else:
-        print(as_table(report, args.quick))
-    if args.check and not report.passed:
-        return 1
-    return 0
+        quick_help="10,000 readings, one round",
+        check_help="exit 1 if a ratio is below 0.5 or the run is invalid",
+        run=lambda args: run_benchmark(quick=args.quick), as_json=as_json, as_table=as_table,
+        passed=lambda report: report.passed,
+        errors=(OSError, RuntimeError, sa.exc.SQLAlchemyError, pytest.fail.Exception),
+        stopped="", on_sigterm=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

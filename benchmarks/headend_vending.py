@@ -45,7 +45,6 @@ the meter's Accept (code 1) after queued, sent and received.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import http.client
 import json
@@ -72,9 +71,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from benchmarks.cli import benchmark_main
 from benchmarks.concentrator_line import AmrProcess, control_url, get_json, running_broker
 from benchmarks.sim_fleet_cpu import process_cpu_s
-from benchmarks.sim_rtu_timing import AMR, REPO_ROOT, START_TIMEOUT_S, SimError, exit_on_sigterm
+from benchmarks.sim_rtu_timing import AMR, REPO_ROOT, START_TIMEOUT_S, SimError
 from headend.config import HeadendConfig
 from headend.keystore import SealedKeyStore, load_master_key
 from headend.records import thd_gateway_state
@@ -697,31 +697,15 @@ def as_table(report: Report, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.headend_vending",
+    return benchmark_main(
+        argv, name="headend_vending",
         description="Vends/s through the head-end API vs thd_vend, and token push latency.",
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer vends and tokens (~30 s)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the run is invalid")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        report = run_benchmark(quick=args.quick)
-    except (SimError, OSError, RuntimeError, ApiFailure, sa.exc.SQLAlchemyError,
-            pytest.fail.Exception) as exc:  # fmt: skip
-        print(f"headend_vending: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("headend_vending: interrupted; every subprocess was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(report, args.quick), indent=2))
-    else:
-        print(as_table(report, args.quick))
-    if args.check and not report.valid:
-        return 1
-    return 0
+        quick_help="fewer vends and tokens (~30 s)", check_help="exit 1 if the run is invalid",
+        run=lambda args: run_benchmark(quick=args.quick), as_json=as_json, as_table=as_table,
+        passed=lambda report: report.valid,
+        errors=(SimError, OSError, RuntimeError, ApiFailure, sa.exc.SQLAlchemyError,
+                pytest.fail.Exception),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -64,7 +64,6 @@ figures move with whatever else runs.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -90,6 +89,7 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
+from benchmarks.cli import benchmark_main
 from benchmarks.headend_vending import (
     MASTER_KEY,
     MASTER_KEY_ENV,
@@ -106,7 +106,7 @@ from benchmarks.headend_vending import (
     summary_ms,
 )
 from benchmarks.sim_fleet_cpu import process_cpu_s
-from benchmarks.sim_rtu_timing import AMR, REPO_ROOT, START_TIMEOUT_S, SimError, exit_on_sigterm
+from benchmarks.sim_rtu_timing import AMR, REPO_ROOT, START_TIMEOUT_S, SimError
 from headend.config import HeadendConfig
 from headend.records import thd_gateway_state
 from headend.service import ensure_signing_key
@@ -961,34 +961,18 @@ def as_table(report: Report) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.scale",
+    return benchmark_main(
+        argv, name="scale",
         description="Sustained ingest with one and two head-ends, meters at 15-minute reads, and "
         "token push latency under load, on Mosquitto and PostgreSQL.",
-    )
-    parser.add_argument("--quick", action="store_true", help="a tiny configuration (~30 s)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the run is invalid or a target is not met"
-    )
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        report = run_benchmark(quick=args.quick)
-    except (SimError, OSError, RuntimeError, ApiFailure, sa.exc.SQLAlchemyError,
-            pytest.fail.Exception) as exc:  # fmt: skip
-        print(f"scale: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("scale: interrupted; every subprocess was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(report), indent=2))
-    else:
-        print(as_table(report))
-    if args.check and not report.passed:
-        return 1
-    return 0
+        quick_help="a tiny configuration (~30 s)",
+        check_help="exit 1 if the run is invalid or a target is not met",
+        run=lambda args: run_benchmark(quick=args.quick),
+        as_json=lambda report, quick: as_json(report), as_table=lambda report, quick: as_table(report),
+        passed=lambda report: report.passed,
+        errors=(SimError, OSError, RuntimeError, ApiFailure, sa.exc.SQLAlchemyError,
+                pytest.fail.Exception),
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ microseconds per poll. Target: the simulator serves 500 meters on 4 buses using 
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -41,13 +39,13 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.cli import benchmark_main
 from benchmarks.sim_rtu_timing import (
     BAUD,
     RtuMaster,
     SimError,
     SimProcess,
     TransactionError,
-    exit_on_sigterm,
     load_profile,
     model_poll_s,
     rtu_bus,
@@ -331,32 +329,14 @@ def as_table(result: FleetResult, quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.sim_fleet_cpu",
+    return benchmark_main(
+        argv, name="sim_fleet_cpu",
         description="Simulator CPU while four 9600-baud RTU buses of 125 meters are polled.",
-    )
-    parser.add_argument("--quick", action="store_true", help=f"poll for {QUICK_POLL_S:g} s")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument(
-        "--check", action="store_true", help="exit 1 if the simulator uses >= 1 core"
-    )
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        result = run_benchmark(quick=args.quick)
-    except (SimError, OSError) as exc:
-        print(f"sim_fleet_cpu: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sim_fleet_cpu: interrupted; the simulator was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(result, args.quick), indent=2))
-    else:
-        print(as_table(result, args.quick))
-    if args.check and not result.passed:
-        return 1
-    return 0
+        quick_help=f"poll for {QUICK_POLL_S:g} s", check_help="exit 1 if the simulator uses >= 1 core",
+        run=lambda args: run_benchmark(quick=args.quick), as_json=as_json, as_table=as_table,
+        passed=lambda result: result.passed, errors=(SimError, OSError),
+        stopped="the simulator was stopped",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -31,16 +31,13 @@ describes. Only the frame lengths matter for the timing; the contents are still 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import math
 import os
 import platform
 import queue
 import re
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -59,6 +56,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 import yaml
 
+from benchmarks.cli import benchmark_main
 from protocols.modbus import Profile, parse_profile
 from protocols.modbus.adapter import Framing, Receiver, Request, Response, encode_request
 from protocols.modbus.timing import character_time_s, silent_interval_s
@@ -69,7 +67,6 @@ __all__ = [
     "SimError",
     "SimProcess",
     "TransactionError",
-    "exit_on_sigterm",
     "main",
     "model_poll_s",
     "run_benchmarks",
@@ -217,16 +214,6 @@ class SimProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-def exit_on_sigterm() -> None:
-    """Make SIGTERM unwind like Ctrl-C does, so the ``with SimProcess`` blocks stop the simulator."""
-
-    def leave(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, leave)
 
 
 def rtu_bus(name: str, meters: int, turnaround_ms: float, profile: str) -> dict[str, Any]:
@@ -523,30 +510,14 @@ def as_table(results: Sequence[CaseResult], quick: bool) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.sim_rtu_timing",
+    return benchmark_main(
+        argv, name="sim_rtu_timing",
         description="Transactions/s of a simulated 9600-baud RTU bus against the timing model.",
-    )
-    parser.add_argument("--quick", action="store_true", help="a few transactions per case")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--check", action="store_true", help="exit 1 if a case misses the model")
-    args = parser.parse_args(argv)
-    exit_on_sigterm()
-    try:
-        results = run_benchmarks(quick=args.quick)
-    except (SimError, OSError) as exc:
-        print(f"sim_rtu_timing: aborted: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("sim_rtu_timing: interrupted; the simulator was stopped", file=sys.stderr)
-        return 130
-    if args.json:
-        print(json.dumps(as_json(results, args.quick), indent=2))
-    else:
-        print(as_table(results, args.quick))
-    if args.check and not all(r.passed for r in results):
-        return 1
-    return 0
+        quick_help="a few transactions per case", check_help="exit 1 if a case misses the model",
+        run=lambda args: run_benchmarks(quick=args.quick), as_json=as_json, as_table=as_table,
+        passed=lambda results: all(r.passed for r in results), errors=(SimError, OSError),
+        stopped="the simulator was stopped",
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
