@@ -42,8 +42,8 @@ from .vending import TRANSFER_RECEIPT_PREFIX
 __all__ = [
     "CSV_COLUMNS",
     "ReportError",
+    "band_registers",
     "csv_rows",
-    "kwh_as_wh",
     "thd_alarms",
     "thd_arrears",
     "thd_consumption",
@@ -281,7 +281,7 @@ def _by_group(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any
     ]
 
 
-def kwh_as_wh(value: Any) -> Decimal | None:
+def _kwh_as_wh(value: Any) -> Decimal | None:
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         return None
     try:
@@ -290,8 +290,17 @@ def kwh_as_wh(value: Any) -> Decimal | None:
         return None
 
 
+def band_registers(values: Mapping[str, Any]) -> dict[int, Decimal]:
+    """The TOU band energy registers a reading carries (``energy_import_t1``..), in Wh."""
+    registers = {}
+    for band in BANDS:
+        wh = _kwh_as_wh(values.get(f"energy_import_t{band}"))
+        if wh is not None:
+            registers[band] = wh
+    return registers
+
+
 def _by_band(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any]]:
-    names = {band: f"energy_import_t{band}" for band in BANDS}
     first: dict[tuple[str, int], Decimal] = {}
     last: dict[tuple[str, int], Decimal] = {}
     query = (
@@ -299,12 +308,9 @@ def _by_band(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any]
         .order_by(readings.c.meter_id, readings.c.ts)
     )  # fmt: skip
     for row in connection.execute(query):
-        values = json.loads(row.values)
-        for band, name in names.items():
-            wh = kwh_as_wh(values.get(name))
-            if wh is not None:
-                first.setdefault((row.meter_id, band), wh)
-                last[(row.meter_id, band)] = wh
+        for band, wh in band_registers(json.loads(row.values)).items():
+            first.setdefault((row.meter_id, band), wh)
+            last[(row.meter_id, band)] = wh
     result = []
     for band in BANDS:
         keys = [key for key in first if key[1] == band]

@@ -17,7 +17,7 @@ from protocols.link import CommandType
 from ..audit import thd_audit
 from ..commands import NewCommand, command_view, thd_cancel, thd_command, thd_enqueue
 from ..records import thd_ensure_group
-from ..reports import ReportError, kwh_as_wh, zone
+from ..reports import ReportError, band_registers, zone
 from ..schedule import ScheduleError
 from ..scheduler import schedule_from_spec
 from ..store.schema import (
@@ -307,7 +307,6 @@ async def meter_readings(request: Request) -> dict[str, Any]:
 
 
 CONSUMPTION_PERIODS = {"day": 30, "month": 12}
-BANDS = (1, 2, 3, 4)
 
 
 def _bucket_starts(period: str, count: int, now: float, tz: ZoneInfo) -> list[datetime]:
@@ -329,13 +328,8 @@ def _bucket_starts(period: str, count: int, now: float, tz: ZoneInfo) -> list[da
 
 
 def _registers(row: Any) -> dict[str, Any]:
-    values = json.loads(row.values)
-    bands = {}
-    for band in BANDS:
-        wh = kwh_as_wh(values.get(f"energy_import_t{band}"))
-        if wh is not None:
-            bands[str(band)] = int(wh)
-    return {"energy_wh": row.energy_wh, "bands": bands}
+    bands = band_registers(json.loads(row.values))
+    return {"energy_wh": row.energy_wh, "bands": {str(b): int(wh) for b, wh in bands.items()}}
 
 
 def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count: int,
@@ -376,9 +370,8 @@ def thd_consumption(connection: sa.Connection, meter_id: str, period: str, count
         before = edges[index] or first_from(start, starts[index + 1])
         after = edges[index + 1]
         energy = bands = None
-        if before is not None and after is not None:
-            if before["energy_wh"] is not None and after["energy_wh"] is not None:
-                energy = max(after["energy_wh"] - before["energy_wh"], 0)
+        if before is not None and after is not None:  # both energy readings (has_energy)
+            energy = max(after["energy_wh"] - before["energy_wh"], 0)
             bands = {band: max(after["bands"][band] - wh, 0)
                      for band, wh in before["bands"].items() if band in after["bands"]}  # fmt: skip
         label = start.strftime("%Y-%m-%d" if period == "day" else "%Y-%m")
