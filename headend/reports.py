@@ -44,6 +44,9 @@ __all__ = [
     "ReportError",
     "band_registers",
     "csv_rows",
+    "delivery_counts",
+    "delivery_outcome",
+    "delivery_success_rate",
     "thd_alarms",
     "thd_arrears",
     "thd_consumption",
@@ -150,6 +153,27 @@ def thd_sales(connection: sa.Connection, period: str = "day", since: float | Non
 # -- token delivery -----------------------------------------------------------------------------
 
 
+def delivery_counts() -> dict[str, int]:
+    """Token commands by how their delivery stands: each state of :func:`delivery_outcome`, 0."""
+    return {"applied": 0, "rejected": 0, "failed": 0, "expired": 0, "pending": 0, "cancelled": 0}
+
+
+def delivery_outcome(state: str) -> str:
+    """A token command's state as delivery counts it: on its way (queued, sent, received) is
+    pending, withdrawn before it left (cancelled, superseded) is cancelled."""
+    if state in PENDING_STATES:
+        return "pending"
+    if state in WITHDRAWN_STATES:
+        return "cancelled"
+    return state
+
+
+def delivery_success_rate(counts: Mapping[str, int]) -> float | None:
+    """applied / (applied + rejected + failed + expired); None before anything finished."""
+    finished = counts["applied"] + counts["rejected"] + counts["failed"] + counts["expired"]
+    return None if finished == 0 else round(counts["applied"] / finished, 4)
+
+
 def thd_token_delivery(connection: sa.Connection, since: float | None = None,
                        until: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Token commands created in the window by state now; success rate; keypad fallbacks.
@@ -159,25 +183,18 @@ def thd_token_delivery(connection: sa.Connection, since: float | None = None,
     failure.
     """
     where = _window(commands.c.created_at, since, until)
-    counts = {"applied": 0, "rejected": 0, "failed": 0, "expired": 0, "pending": 0,
-              "cancelled": 0}  # fmt: skip
+    counts = delivery_counts()
     by_code: dict[int | None, int] = defaultdict(int)
     fallbacks = 0
     query = sa.select(commands.c.state, commands.c.code, commands.c.result).where(
         commands.c.type == "token", *where
     )
     for command in connection.execute(query):
-        if command.state in PENDING_STATES:
-            counts["pending"] += 1
-        elif command.state in WITHDRAWN_STATES:
-            counts["cancelled"] += 1
-        else:
-            counts[command.state] += 1
+        counts[delivery_outcome(command.state)] += 1
         if command.state == "rejected":
             by_code[command.code] += 1
         if json.loads(command.result or "{}").get("fallback") == "keypad":
             fallbacks += 1
-    finished = counts["applied"] + counts["rejected"] + counts["failed"] + counts["expired"]
     rejected = [
         {"code": code, "label": _result_label(code), "count": count}
         for code, count in sorted(by_code.items(), key=lambda item: (item[0] is None, item[0]))
@@ -185,7 +202,7 @@ def thd_token_delivery(connection: sa.Connection, since: float | None = None,
     return {
         "report": "token-delivery", "since": since, "until": until,
         "commands": sum(counts.values()), "states": counts, "rejected_by_code": rejected,
-        "success_rate": None if finished == 0 else round(counts["applied"] / finished, 4),
+        "success_rate": delivery_success_rate(counts),
         "keypad_fallbacks": fallbacks,
     }  # fmt: skip
 

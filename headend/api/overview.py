@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ..reports import PENDING_STATES, WITHDRAWN_STATES
+from ..reports import delivery_counts, delivery_outcome, delivery_success_rate
 from ..store.schema import alarms, commands, gateways, meters, readings, vends
 from .common import number, run
 from .framework import Request, Router
@@ -67,22 +67,13 @@ def thd_overview(connection: sa.Connection, now: float, since: float) -> dict[st
                   sa.func.coalesce(sa.func.sum(vends.c.energy_wh), 0))
         .where(vends.c.created_at >= since, vends.c.status == "issued")
     ).one()  # fmt: skip
-    deliveries = {"applied": 0, "pending": 0, "rejected": 0, "failed": 0, "expired": 0,
-                  "cancelled": 0}  # fmt: skip
+    deliveries = delivery_counts()
     for state, count in connection.execute(
         sa.select(commands.c.state, sa.func.count())
         .where(commands.c.type == "token", commands.c.created_at >= since)
         .group_by(commands.c.state)
     ):  # fmt: skip
-        key = (
-            "pending"
-            if state in PENDING_STATES
-            else "cancelled"
-            if state in WITHDRAWN_STATES
-            else state
-        )
-        deliveries[key] = deliveries.get(key, 0) + int(count)
-    finished = sum(deliveries[k] for k in ("applied", "rejected", "failed", "expired"))
+        deliveries[delivery_outcome(state)] += int(count)
     return {
         "at": now,
         "since": since,
@@ -97,7 +88,7 @@ def thd_overview(connection: sa.Connection, now: float, since: float) -> dict[st
                                    (*SEVERITIES, *sorted(set(open_alarms) - set(SEVERITIES)))}},
         "sales": {"vends": int(sales[0]), "amount_minor": int(sales[1]), "energy_wh": int(sales[2])},
         "deliveries": deliveries | {
-            "success_rate": None if finished == 0 else round(deliveries["applied"] / finished, 4)},
+            "success_rate": delivery_success_rate(deliveries)},
     }  # fmt: skip
 
 
