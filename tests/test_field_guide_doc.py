@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import io
 import re
-import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +50,11 @@ from concentrator.config import parse_config as parse_concentrator_config
 from headend.cli.main import build_parser
 from simulator.config import ConfigError as SimConfigError
 from simulator.config import parse_config as parse_sim_config
+from tests.support.shell import simple_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "field-technician-guide.md"
 BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
-SHELL_JOINERS = {"&&", "||", ";", "|", "&"}
 REDIRECTIONS = {"<", ">", ">>", ">&", "<&", "&>"}
 FRAGMENT_BASE: dict[str, Any] = {
     "gateway_id": "gw-fragment",
@@ -105,14 +104,7 @@ def command_lines(block: Block) -> list[tuple[int, str]]:
 
 def amr_commands(line: str) -> list[list[str]]:
     """The argument lists (after ``amr``) of every ``amr`` command on a shell line."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    segments: list[list[str]] = [[]]
-    for token in lexer:
-        if token in SHELL_JOINERS:
-            segments.append([])
-        else:
-            segments[-1].append(token)
+    segments = simple_commands(line)
     found = []
     for segment in segments:
         if not segment or not (segment[0] == "amr" or segment[0].endswith("/amr")):

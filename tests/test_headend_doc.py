@@ -49,6 +49,7 @@ from headend.auth import PERMISSIONS, ROLE_PERMISSIONS
 from headend.cli.main import build_parser
 from headend.commands import TRANSITIONS
 from headend.config import ConfigError, HeadendConfig, parse_config
+from tests.support.shell import simple_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "headend.md"
@@ -56,7 +57,6 @@ BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 ROUTE_NAME = re.compile(r"\b(GET|POST|PUT|PATCH|DELETE) (/api/v1/[A-Za-z0-9_.{}/-]*)")
 CODE = re.compile(r"`([^`]+)`")
 HEREDOC = re.compile(r"<<-?'?\"?(\w+)'?\"?")
-SHELL_JOINERS = {"&&", "||", ";", "|", "&"}
 REDIRECTIONS = {"<", ">", ">>", ">&", "<&", "&>", "<<"}
 PUBLIC = "public"
 NOT_THE_SCHEMA = '"message": "the body does not match its schema"'
@@ -145,19 +145,6 @@ def sh_commands(block: Block) -> list[tuple[int, str]]:
     return found
 
 
-def _segments(line: str) -> list[list[str]]:
-    """A shell line's simple commands, split at ``&&``, ``|``, ... (words, quotes removed)."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    segments: list[list[str]] = [[]]
-    for token in lexer:
-        if token in SHELL_JOINERS:
-            segments.append([])
-        else:
-            segments[-1].append(token)
-    return [segment for segment in segments if segment]
-
-
 def _arguments(segment: list[str]) -> list[str]:
     args: list[str] = []
     for token in segment[1:]:
@@ -171,7 +158,7 @@ def amr_commands(line: str) -> list[list[str]]:
     """The argument lists (after ``amr``) of every ``amr`` command on a shell line."""
     return [
         _arguments(segment)
-        for segment in _segments(line)
+        for segment in simple_commands(line)
         if segment[0] == "amr" or segment[0].endswith("/amr")
     ]
 
@@ -198,7 +185,7 @@ class Curl:
 def curl_calls(command: Command) -> list[Curl]:
     """The ``curl`` calls of ``/api/v1/`` URLs in a console command."""
     found: list[Curl] = []
-    for segment in _segments(command.text):
+    for segment in simple_commands(command.text):
         if segment[0] != "curl":
             continue
         method: str | None = None

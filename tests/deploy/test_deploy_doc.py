@@ -39,12 +39,12 @@ import headend.config
 from headend.cli.main import build_parser
 from headend.pki import CertificateAuthority, CertKind
 from tests.support.mosquitto_tls import TlsMosquitto, install_broker_files
+from tests.support.shell import simple_commands
 
 ROOT = Path(__file__).resolve().parents[2]
 GUIDE = ROOT / "docs" / "deploy.md"
 AMR = Path(sys.executable).with_name("amr")
 BLOCK = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
-JOINERS = {"&&", "||", ";", "|", "&"}
 REDIRECTIONS = {"<", ">", ">>", "2>", "2>&1"}
 
 
@@ -72,14 +72,7 @@ def command_lines(text: str) -> list[tuple[int, str]]:
 
 def amr_commands(line: str) -> list[list[str]]:
     """The arguments after ``amr`` of every amr command on a line (also after runuser ... --)."""
-    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    segments: list[list[str]] = [[]]
-    for token in lexer:
-        if token in JOINERS:
-            segments.append([])
-        else:
-            segments[-1].append(token)
+    segments = simple_commands(line)
     commands = []
     for segment in segments:
         runuser = segment[:1] == ["runuser"] and "--" in segment
