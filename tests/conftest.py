@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+pytest_plugins = ["tests.support.reliability"]
+
 VECTORS = Path(__file__).parent / "vectors"
 
 
