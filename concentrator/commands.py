@@ -14,6 +14,9 @@ Theory of operation::
         read: the meter's groups read now and recorded as readings
 
 Statuses are journaled (command results are the last thing the quota evicts) and published.
+Every refusal is counted in the health metrics: ``commands.rejected`` (any rejection),
+``commands.signature_refused`` (unsigned or forged), ``commands.expired`` and
+``commands.repeated`` (a cmd_id seen before: a QoS 1 duplicate or a replay).
 """
 
 from __future__ import annotations
@@ -71,6 +74,10 @@ class CommandProcessor:
         self.seen: set[str] = set()
         self.malformed = 0
         self.rejected = 0
+        # refusals an operator watches for: forged or unsigned commands, stale ones, replays
+        self.signature_refused = 0
+        self.expired = 0
+        self.repeated = 0
         self._topic = gateway_topic(gateway_id, Topic.COMMAND_STATUS)
 
     def status(self, cmd_id: str, state: CommandState, code: int | None = None, detail: str = "",
@@ -109,6 +116,7 @@ class CommandProcessor:
         log.info("Command {cmd_id} ({kind}) for {meter}", cmd_id=command.cmd_id,
                  kind=command.type.value, meter=command.meter)  # fmt: skip
         if command.cmd_id in self.seen:
+            self.repeated += 1
             return defer.succeed(None)
         self.seen.add(command.cmd_id)
         return defer.ensureDeferred(self._handle_once(command))
@@ -116,6 +124,7 @@ class CommandProcessor:
     async def _handle_once(self, command: Command) -> None:
         # the journal remembers command ids across restarts: a repeated cmd_id is the same command
         if not await self.journal.first_sight(command.cmd_id, self.clock.seconds()):
+            self.repeated += 1
             return
         await self._handle(command)
 
@@ -123,15 +132,18 @@ class CommandProcessor:
         cmd_id = command.cmd_id
         await self.status(cmd_id, CommandState.RECEIVED)
         if command.not_after < self.clock.seconds():
+            self.expired += 1
             await self.status(cmd_id, CommandState.EXPIRED, detail="not_after has passed")
             return
         if command.type.needs_signature:
             if self.public_key is None:
+                self.signature_refused += 1
                 await self._reject(cmd_id, "this gateway has no head-end public key configured")
                 return
             try:
                 verify_command(command, self.public_key)
             except SignatureError as exc:
+                self.signature_refused += 1
                 await self._reject(cmd_id, str(exc))
                 return
         found = self.find_meter(command.meter or "")
@@ -143,6 +155,7 @@ class CommandProcessor:
 
         async def work() -> Outcome:
             if command.not_after < self.clock.seconds():
+                self.expired += 1
                 return CommandState.EXPIRED, None, "not_after passed while queued", {}
             if not meter.verified:  # never act on a meter whose identity is not confirmed
                 await meter.verify_identity()
@@ -164,6 +177,7 @@ class CommandProcessor:
 
     async def _reject(self, cmd_id: str, reason: str) -> None:
         self.rejected += 1
+        log.warn("Command {cmd_id} refused: {reason}", cmd_id=cmd_id, reason=reason)
         await self.status(cmd_id, CommandState.REJECTED, detail=reason)
 
     async def _execute(self, command: Command, poller: BusPoller, meter: MeterAccess) -> Outcome:
