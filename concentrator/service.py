@@ -146,6 +146,7 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
                     version=__version__, meters=meters,
                     ack_timeout_s=config.mqtt.ack_timeout_s)  # fmt: skip
     holder["uplink"] = uplink
+    journal.on_written = kick
     will_topic, will_payload = uplink.last_will()
     client.will_set(will_topic, will_payload, qos=1, retain=True)
     groups = {
@@ -329,6 +330,9 @@ class ConcentratorService(Service):
             if stats.oldest_created
             else 0,
             "journal.evicted": stats.evicted,
+            "journal.write_failures": runtime.journal.write_failures,
+            "journal.held": len(runtime.journal.held),
+            **{f"journal.dropped.{kind}": n for kind, n in runtime.journal.dropped.items()},
             "mqtt.connected": runtime.mqtt.connected,
             "mqtt.reconnects": runtime.mqtt.reconnects,
             "uplink.unacknowledged": runtime.uplink.unacknowledged,

@@ -14,10 +14,13 @@ A resend after a reconnect carries the original seq, so the head-end counts noth
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from sqlalchemy.exc import OperationalError
 from twisted.internet import defer, task, threads
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -41,17 +44,33 @@ log = Logger()
 
 
 class Journal:
-    """The journal store run on its own one-thread pool (SQLite likes one writer thread)."""
+    """The journal store run on its own one-thread pool (SQLite likes one writer thread).
 
-    def __init__(self, store: JournalStore, reactor: Any) -> None:
+    A write that fails (the disk is full, an I/O error) does not lose the entry: it is held in
+    memory, in order, and written again every ``retry_s`` until the disk takes it; nothing
+    overtakes what is held. Past ``max_held`` entries the oldest of the lowest class (interval
+    readings first, command results last) is dropped and counted in ``dropped``.
+    """
+
+    def __init__(self, store: JournalStore, reactor: Any, max_held: int = 5000,
+                 retry_s: float = 2.0) -> None:  # fmt: skip
         self.store = store
         self.reactor = reactor
         self.pool = ThreadPool(1, 1, "journal")
+        self.max_held = max_held
+        self.retry_s = retry_s
+        self.held: deque[_Held] = deque()
+        self.write_failures = 0
+        self.dropped: dict[str, int] = {kind.name.lower(): 0 for kind in EntryKind}
+        self.on_written: Callable[[], None] = lambda: None
+        self._retry: Any = None
 
     def start(self) -> None:
         self.pool.start()
 
     def stop(self) -> None:
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         self.pool.stop()
 
     def _call(self, function: Callable[..., Any], *args: Any) -> defer.Deferred[Any]:
@@ -59,9 +78,51 @@ class Journal:
 
     async def append(
         self, kind: EntryKind, topic: str, build: Callable[[int], bytes], now: float
-    ) -> JournalEntry:
-        entry: JournalEntry = await self._call(self.store.thd_append, kind, topic, build, now)
+    ) -> JournalEntry | None:
+        """The entry as written, or None when it is held in memory until the disk takes it."""
+        if self.held:
+            self._hold(_Held(kind, topic, build, now))
+            return None
+        try:
+            entry: JournalEntry = await self._call(self.store.thd_append, kind, topic, build, now)
+        except (OperationalError, OSError) as error:
+            self._failed(error)
+            self._hold(_Held(kind, topic, build, now))
+            return None
         return entry
+
+    def _failed(self, error: Exception) -> None:
+        self.write_failures += 1
+        log.error("Journal write failed ({error}); holding entries in memory and retrying every "
+                  "{retry_s} s", error=str(error).splitlines()[0], retry_s=self.retry_s)  # fmt: skip
+        if self._retry is None or not self._retry.active():
+            self._retry = self.reactor.callLater(self.retry_s, self._write_held)
+
+    def _hold(self, held: _Held) -> None:
+        self.held.append(held)
+        if len(self.held) > self.max_held:
+            lowest = min(self.held, key=lambda h: h.kind)
+            self.held.remove(lowest)
+            self.dropped[lowest.kind.name.lower()] += 1
+
+    def _write_held(self) -> defer.Deferred[None]:
+        async def write() -> None:
+            while self.held:
+                first = self.held[0]
+                try:
+                    await self._call(self.store.thd_append, first.kind, first.topic, first.build,
+                                     first.now)  # fmt: skip
+                except (OperationalError, OSError) as error:
+                    self._failed(error)
+                    return
+                if self.held and self.held[0] is first:
+                    self.held.popleft()
+            log.info("Journal writes work again; every held entry is written")
+            self.on_written()
+
+        done = defer.ensureDeferred(write())
+        done.addErrback(lambda failure: log.failure("Writing held journal entries failed", failure))
+        return done
 
     async def pending(
         self, limit: int, kinds: tuple[EntryKind, ...] | None, after_seq: int
@@ -82,6 +143,14 @@ class Journal:
     async def stats(self) -> JournalStats:
         stats: JournalStats = await self._call(self.store.thd_stats)
         return stats
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    kind: EntryKind
+    topic: str
+    build: Callable[[int], bytes]
+    now: float
 
 
 URGENT = (EntryKind.EVENTS, EntryKind.COMMAND_STATUS)
@@ -117,6 +186,7 @@ class Uplink:
         self._again = False
         self._last_ack_s = reactor.seconds()
         self.acked = 0
+        self._unapplied_acks: tuple[tuple[int, int], ...] = ()  # acked, not yet deleted (disk full)
         self.bad_messages = 0
         self.publish_refusals = 0
         self.resent = 0
@@ -192,7 +262,16 @@ class Uplink:
         )
 
     async def _acknowledge(self, ack: Ack) -> None:
-        self.acked += await self.journal.acknowledge(ack.ranges)
+        ranges = (*self._unapplied_acks, *ack.ranges)
+        try:
+            self.acked += await self.journal.acknowledge(ranges)
+        except (OperationalError, OSError) as error:  # a full disk: delete them later
+            if not self._unapplied_acks:
+                log.warn("Cannot delete acknowledged journal entries yet ({error}); retrying "
+                         "with the next ack", error=str(error).splitlines()[0])  # fmt: skip
+            self._unapplied_acks = ranges[-1000:]
+            return
+        self._unapplied_acks = ()
         self.kick()
 
     def _check_acks(self) -> None:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from concentrator.journal import EntryKind, JournalStore
+import pytest_twisted
+from sqlalchemy.exc import OperationalError
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from concentrator.journal import EntryKind, JournalEntry, JournalStore
+from concentrator.uplink import Journal
 
 
 def payload(seq: int, size: int = 10) -> bytes:
@@ -99,3 +107,69 @@ def test_command_ids_are_remembered_across_restarts(tmp_path: Path) -> None:
     assert reopened.thd_first_sight("cmd-2", now=103.0) is True
     assert reopened.thd_first_sight("cmd-3", now=100.0 + 31 * 86_400) is True  # old ids expire
     assert reopened.thd_first_sight("cmd-1", now=100.0 + 31 * 86_400) is True
+
+
+class FullDisk(JournalStore):
+    """A journal whose disk is full for the next ``failures`` writes (as SQLite reports it)."""
+
+    failures = 0
+
+    def thd_append(self, kind: EntryKind, topic: str, build: Callable[[int], bytes],
+                   now: float) -> JournalEntry:  # fmt: skip
+        if self.failures:
+            self.failures -= 1
+            raise OperationalError(
+                "INSERT", {}, sqlite3.OperationalError("database or disk is full")
+            )
+        return super().thd_append(kind, topic, build, now)
+
+
+def _payload(body: bytes) -> Callable[[int], bytes]:
+    return lambda seq: body
+
+
+async def _settle(journal: Journal, timeout_s: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while journal.held and time.monotonic() < deadline:
+        await deferLater(reactor, 0.02)
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_that_meet_a_full_disk_are_held_and_written_in_order(tmp_path: Path) -> None:
+    store = FullDisk(tmp_path / "journal.db")
+    store.failures = 3
+    journal = Journal(store, reactor, retry_s=0.05)
+    written: list[str] = []
+    journal.on_written = lambda: written.append("kick")
+    journal.start()
+    try:
+        for i in range(5):
+            await journal.append(EntryKind.READINGS, "readings", _payload(b"r%d" % i), 0.0)
+        await _settle(journal)
+        entries = await journal.pending(10, None, 0)
+    finally:
+        journal.stop()
+    assert [e.payload for e in entries] == [b"r0", b"r1", b"r2", b"r3", b"r4"]
+    assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
+    assert journal.write_failures == 3 and written == ["kick"]
+    assert sum(journal.dropped.values()) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_past_the_memory_limit_old_readings_go_first_and_are_counted(tmp_path: Path) -> None:
+    store = FullDisk(tmp_path / "journal.db")
+    store.failures = 1000
+    journal = Journal(store, reactor, max_held=3, retry_s=0.05)
+    journal.start()
+    try:
+        for kind, body in [(EntryKind.READINGS, b"r1"), (EntryKind.COMMAND_STATUS, b"c1"),
+                           (EntryKind.READINGS, b"r2"), (EntryKind.EVENTS, b"e1"),
+                           (EntryKind.READINGS, b"r3")]:  # fmt: skip
+            await journal.append(kind, "t", _payload(body), 0.0)
+        store.failures = 0
+        await _settle(journal)
+        entries = await journal.pending(10, None, 0)
+    finally:
+        journal.stop()
+    assert [e.payload for e in entries] == [b"c1", b"e1", b"r3"]
+    assert journal.dropped == {"readings": 2, "events": 0, "command_status": 0}
