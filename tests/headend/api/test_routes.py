@@ -42,6 +42,8 @@ def test_every_route_needs_a_known_permission() -> None:
     assert public <= {"POST /api/v1/login", "POST /api/v1/logout", "GET /api/v1/openapi.json"}
 
 
+@pytest.mark.reliability("security", "in process, every router route refuses each role's API "
+                         "key with 403 where the role lacks the route's permission")  # fmt: skip
 @pytest.mark.parametrize("role", sorted(ROLES))
 @pytest_twisted.ensureDeferred
 async def test_each_role_is_refused_what_it_may_not_do(production: Api, role: str) -> None:
@@ -64,6 +66,8 @@ async def test_each_role_is_refused_what_it_may_not_do(production: Api, role: st
         assert refused == 0
 
 
+@pytest.mark.reliability("security", "in process, every protected router route refuses an "
+                         "anonymous caller with 401")  # fmt: skip
 @pytest_twisted.ensureDeferred
 async def test_anonymous_callers_are_refused(production: Api) -> None:
     for route in PROTECTED:
