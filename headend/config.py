@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["ConfigError", "HeadendConfig", "load_config", "parse_config"]
 
@@ -131,6 +131,27 @@ class SchedulerConfig(_Model):
     max_catch_up: Annotated[int, Field(ge=1)] = 4
 
 
+class RetentionConfig(_Model):
+    """How long readings are kept (headend.retention). None keeps them forever."""
+
+    # readings older than this many days are folded into daily totals (readings_daily), then
+    # dropped: on PostgreSQL a month's partition at a time, once all of it is older
+    readings_days: Annotated[int, Field(ge=1)] | None = None
+    daily_days: Annotated[int, Field(ge=1)] | None = None  # the daily totals; None: forever
+    interval_s: Annotated[float, Field(gt=0)] = 3600  # how often the leader runs a pass
+    months_ahead: Annotated[int, Field(ge=1, le=24)] = 3  # PostgreSQL partitions made ahead
+
+    @model_validator(mode="after")
+    def _daily_outlive_readings(self) -> RetentionConfig:
+        # the daily totals are made from the readings retention drops, as it drops them
+        if self.daily_days is not None and self.readings_days is None:
+            raise ValueError("daily_days needs readings_days: daily totals are made from the "
+                             "readings retention drops")  # fmt: skip
+        if self.daily_days is not None and self.daily_days < (self.readings_days or 0):
+            raise ValueError("daily_days must be at least readings_days")
+        return self
+
+
 class HeadendConfig(_Model):
     node_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "headend-1"
     database: DatabaseConfig = DatabaseConfig()
@@ -142,6 +163,7 @@ class HeadendConfig(_Model):
     notify: NotifyConfig = NotifyConfig()
     alarms: AlarmsConfig = AlarmsConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     def secret(self, env: str | None) -> str | None:
         return os.environ.get(env) if env else None

@@ -16,7 +16,9 @@ their boundaries:
 * token delivery looks at token commands created in the window, in their state now;
 * consumption is the rise of each meter's register between its first and last reading in the
   window (a register that went down, a reset, counts as 0); TOU bands come from the readings'
-  ``energy_import_t1..t4`` values (kWh, as the meter reports them);
+  ``energy_import_t1..t4`` values (kWh, as the meter reports them). For days whose readings
+  retention dropped (``headend.retention``), the per-group report takes each day's first and last
+  register from the daily totals instead; the per-band report has no bands for them;
 * alarms are those raised in the window, in their state now.
 """
 
@@ -36,7 +38,16 @@ import sqlalchemy as sa
 
 from protocols.sts import TokenResult
 
-from .store.schema import accounts, alarms, commands, customers, meters, readings, vends
+from .store.schema import (
+    accounts,
+    alarms,
+    commands,
+    customers,
+    meters,
+    readings,
+    readings_daily,
+    vends,
+)
 from .vending import TRANSFER_RECEIPT_PREFIX
 
 __all__ = [
@@ -265,12 +276,18 @@ def thd_consumption(connection: sa.Connection, since: float | None = None,
     if by not in CONSUMPTION_BY:
         raise ReportError(f"by must be one of {', '.join(CONSUMPTION_BY)}, not {by!r}")
     where = _window(readings.c.ts, since, until)
-    rows = _by_group(connection, where) if by == "group" else _by_band(connection, where)
+    rows = (
+        _by_group(connection, where, since, until) if by == "group" else _by_band(connection, where)
+    )
     return {"report": "consumption", "by": by, "since": since, "until": until, "rows": rows,
             "energy_wh": sum(row["energy_wh"] for row in rows)}  # fmt: skip
 
 
-def _by_group(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any]]:
+def _by_group(connection: sa.Connection, where: list[Any], since: float | None,
+              until: float | None) -> list[dict[str, Any]]:  # fmt: skip
+    # each meter's (group, first (ts, Wh), last (ts, Wh)) in the window: from its readings, then
+    # widened by the daily totals of days whose readings are gone
+    edges: dict[str, tuple[str | None, tuple[float, int], tuple[float, int]]] = {}
     bounds = (
         sa.select(readings.c.meter_id, sa.func.min(readings.c.ts).label("first_ts"),
                   sa.func.max(readings.c.ts).label("last_ts"))
@@ -280,22 +297,57 @@ def _by_group(connection: sa.Connection, where: list[Any]) -> list[dict[str, Any
     )  # fmt: skip
     first, last = readings.alias("first"), readings.alias("last")
     query = (
-        sa.select(bounds.c.meter_id, meters.c.group_name, first.c.energy_wh.label("first_wh"),
+        sa.select(bounds.c.meter_id, meters.c.group_name, bounds.c.first_ts,
+                  first.c.energy_wh.label("first_wh"), bounds.c.last_ts,
                   last.c.energy_wh.label("last_wh"))
         .join(first, sa.and_(first.c.meter_id == bounds.c.meter_id,
                              first.c.ts == bounds.c.first_ts))
         .join(last, sa.and_(last.c.meter_id == bounds.c.meter_id, last.c.ts == bounds.c.last_ts))
         .outerjoin(meters, meters.c.id == bounds.c.meter_id)
     )  # fmt: skip
-    groups: dict[str | None, dict[str, int]] = {}
     for row in connection.execute(query):
-        sums = groups.setdefault(row.group_name, {"meters": 0, "energy_wh": 0})
+        edges[row.meter_id] = (row.group_name, (row.first_ts, int(row.first_wh)),
+                               (row.last_ts, int(row.last_wh)))  # fmt: skip
+    for meter_id, group, day_first, day_last in _daily_edges(connection, since, until):
+        known = edges.get(meter_id)
+        if known is not None:
+            day_first, day_last = min(day_first, known[1]), max(day_last, known[2])  # noqa: PLW2901
+        edges[meter_id] = (group, day_first, day_last)
+    groups: dict[str | None, dict[str, int]] = {}
+    for group, (_, first_wh), (_, last_wh) in edges.values():
+        sums = groups.setdefault(group, {"meters": 0, "energy_wh": 0})
         sums["meters"] += 1
-        sums["energy_wh"] += max(int(row.last_wh) - int(row.first_wh), 0)
+        sums["energy_wh"] += max(last_wh - first_wh, 0)
     return [
         {"group": group} | sums
         for group, sums in sorted(groups.items(), key=lambda item: (item[0] is None, item[0]))
     ]
+
+
+def _daily_edges(connection: sa.Connection, since: float | None, until: float | None
+                 ) -> list[tuple[str, str | None, tuple[float, int], tuple[float, int]]]:  # fmt: skip
+    """Per meter with daily totals in the window: its group, the first register of its first
+    day there and the last of its last day (each day's within the window)."""
+    daily = readings_daily
+
+    def edge(ts: Any, wh: Any, pick: Any) -> dict[str, tuple[str | None, tuple[float, int]]]:
+        days = (
+            sa.select(daily.c.meter_id, pick(daily.c.day).label("day"))
+            .where(wh.is_not(None), *_window(ts, since, until))
+            .group_by(daily.c.meter_id)
+            .subquery()
+        )  # fmt: skip
+        query = (
+            sa.select(daily.c.meter_id, meters.c.group_name, ts, wh)
+            .join(days, sa.and_(daily.c.meter_id == days.c.meter_id, daily.c.day == days.c.day))
+            .outerjoin(meters, meters.c.id == daily.c.meter_id)
+        )  # fmt: skip
+        return {row[0]: (row[1], (row[2], int(row[3]))) for row in connection.execute(query)}
+
+    firsts = edge(daily.c.first_ts, daily.c.first_energy_wh, sa.func.min)
+    lasts = edge(daily.c.last_ts, daily.c.last_energy_wh, sa.func.max)
+    return [(meter_id, group, first, lasts[meter_id][1])
+            for meter_id, (group, first) in firsts.items() if meter_id in lasts]  # fmt: skip
 
 
 def _kwh_as_wh(value: Any) -> Decimal | None:

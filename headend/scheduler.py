@@ -42,20 +42,22 @@ def schedule_from_spec(name: str, spec: dict[str, Any]) -> ReadSchedule:
                         day_of_month=spec.get("day_of_month"))  # fmt: skip
 
 
-def thd_hold_lease(connection: sa.Connection, holder: str, now: float, ttl_s: float) -> bool:
-    """Take or renew the scheduler lease; True when ``holder`` has it until ``now + ttl_s``."""
+def thd_hold_lease(connection: sa.Connection, holder: str, now: float, ttl_s: float,
+                   name: str = LEASE) -> bool:  # fmt: skip
+    """Take or renew the lease ``name`` (the scheduler's by default); True when ``holder`` has it
+    until ``now + ttl_s``."""
     taken = connection.execute(
         sa.update(leases)
-        .where(leases.c.name == LEASE, sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
+        .where(leases.c.name == name, sa.or_(leases.c.holder == holder, leases.c.expires_at < now))
         .values(holder=holder, expires_at=now + ttl_s)
     ).rowcount
     if taken:
         return True
-    if connection.execute(sa.select(leases.c.name).where(leases.c.name == LEASE)).first():
+    if connection.execute(sa.select(leases.c.name).where(leases.c.name == name)).first():
         return False
     try:
         with connection.begin_nested():
-            connection.execute(sa.insert(leases).values(name=LEASE, holder=holder,
+            connection.execute(sa.insert(leases).values(name=name, holder=holder,
                                                         expires_at=now + ttl_s))  # fmt: skip
     except sa.exc.IntegrityError:
         return False  # another process inserted it first

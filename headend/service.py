@@ -5,6 +5,7 @@ HeadendLink (MQTT, shared subscriptions) --> Ingest --> store (Database, one thr
                                                '--> Dispatcher.poke (a meter's next command)
 API (twisted.web: REST + OpenAPI + /metrics) --> vending, commands, tariffs, alarms, reports
 Dispatcher (claims due commands, signs, publishes)   Scheduler (read windows, on one node)
+RetentionService (daily totals, old readings dropped, partitions made ahead; on one node)
 """
 
 from __future__ import annotations
@@ -132,4 +133,8 @@ def make_service(config: HeadendConfig, reactor: Any) -> HeadendService:
     from .scheduler import Scheduler
 
     Scheduler(app).setServiceParent(top)
+    from .retention import RetentionService
+
+    app.extras["retention"] = RetentionService(app)
+    app.extras["retention"].setServiceParent(top)
     return top

@@ -1,4 +1,4 @@
-"""``amr headend`` (the head-end daemon) and ``amr db upgrade|backup|restore|status``."""
+"""``amr headend`` (the head-end daemon) and ``amr db upgrade|backup|restore|status|retention``."""
 
 from __future__ import annotations
 
@@ -56,6 +56,8 @@ def _db(args: argparse.Namespace) -> int:
             current = current_revision(engine)
             state = "up to date" if current == head_revision() else "needs amr db upgrade"
             print(f"database revision {current or '(empty)'}: {state}")
+        elif args.db_command == "retention":
+            return _retention(config, engine, args.dry_run)
         elif args.db_command == "backup":
             count = backup(engine, Path(args.file))
             print(f"backed up {count} rows to {args.file}")
@@ -71,12 +73,30 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _retention(config: Any, engine: Any, dry_run: bool) -> int:
+    import time
+
+    from headend.retention import run_pass_sync
+    from headend.store.migrate import current_revision, head_revision
+
+    current = current_revision(engine)
+    if current != head_revision():
+        print(f"amr db retention: the database is at revision {current or '(empty)'}: "
+              "run amr db upgrade first", file=sys.stderr)  # fmt: skip
+        return 1
+    report = run_pass_sync(engine, config.retention, time.time(), dry_run)
+    print("\n".join(report.lines()))
+    return 0
+
+
 def register(commands: Any) -> None:
     parser = commands.add_parser("headend", help="run the head-end service")
     parser.add_argument("--config", required=True, help="head-end YAML config")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error"])
     parser.set_defaults(handler=_headend)
-    db = commands.add_parser("db", help="the head-end database: upgrade, status, backup, restore")
+    db = commands.add_parser(
+        "db", help="the head-end database: upgrade, status, backup, restore, retention"
+    )
     db.add_argument("--config", help="head-end YAML config (database.url)")
     sub = db.add_subparsers(dest="db_command", required=True)
     # --config may come before or after the subcommand: amr db upgrade --config FILE
@@ -90,4 +110,9 @@ def register(commands: Any) -> None:
     restore = sub.add_parser("restore", parents=[common],
                              help="load a backup into an empty, upgraded database")  # fmt: skip
     restore.add_argument("file")
+    retention = sub.add_parser("retention", parents=[common],
+                               help="one retention pass: fold old readings into daily totals "
+                                    "and drop them, make partitions ahead")  # fmt: skip
+    retention.add_argument("--dry-run", action="store_true",
+                           help="say what the pass would do, change nothing")  # fmt: skip
     db.set_defaults(handler=_db)

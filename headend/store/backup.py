@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,16 @@ class BackupError(Exception):
 def _encode(value: Any) -> Any:
     if isinstance(value, bytes | memoryview):
         return {"b64": base64.b64encode(bytes(value)).decode()}
+    if isinstance(value, date):  # readings_daily.day
+        return {"date": value.isoformat()}
     return value
 
 
 def _decode(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"b64"}:
         return base64.b64decode(value["b64"])
+    if isinstance(value, dict) and set(value) == {"date"}:
+        return date.fromisoformat(value["date"])
     return value
 
 

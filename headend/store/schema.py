@@ -89,6 +89,9 @@ meters = sa.Table(
     sa.Column("tou_version", sa.Integer, nullable=True),
 )  # fmt: skip
 
+# On PostgreSQL (migration 0002) the table is range-partitioned by month on ts
+# (headend.store.partitions), and its primary key is (id, ts): a partitioned table's unique keys
+# must hold the partition key. SQLite keeps the plain table described here.
 readings = sa.Table(
     "readings", metadata,
     sa.Column("id", _ID, primary_key=True, autoincrement=True),
@@ -100,6 +103,25 @@ readings = sa.Table(
     sa.Column("credit_wh", sa.BigInteger, nullable=True),
     sa.Column("values", sa.Text, nullable=False),
     sa.UniqueConstraint("meter_id", "ts", name="uq_readings_meter_ts"),
+)  # fmt: skip
+
+# A meter's UTC day of readings in a few numbers, written by retention (headend.retention) before
+# it drops the day's readings: what reports use for the days whose readings are gone. A calendar
+# day, not an instant, so a date. used_wh is the energy register's rise since the meter's
+# previous day with one (the days' used_wh add up to the rise over any run of days); credit_wh is
+# the credit of the day's last reading that had it.
+readings_daily = sa.Table(
+    "readings_daily", metadata,
+    sa.Column("meter_id", sa.String(64), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True, index=True),
+    sa.Column("readings", sa.Integer, nullable=False),
+    _time("first_ts", nullable=True),  # the day's first reading with an energy register
+    sa.Column("first_energy_wh", sa.BigInteger, nullable=True),
+    _time("last_ts", nullable=True),  # and its last
+    sa.Column("last_energy_wh", sa.BigInteger, nullable=True),
+    sa.Column("used_wh", sa.BigInteger, nullable=True),
+    _time("credit_ts", nullable=True),
+    sa.Column("credit_wh", sa.BigInteger, nullable=True),
 )  # fmt: skip
 
 events = sa.Table(

@@ -114,7 +114,7 @@ def test_amr_db_commands(tmp_path: Path) -> None:
     assert "(empty): needs amr db upgrade" in run.stdout
     run = subprocess.run([str(AMR), "db", "--config", str(config), "upgrade"], capture_output=True,
                          text=True, timeout=60, check=True)  # fmt: skip
-    assert "database at revision 0001" in run.stdout
+    assert "database at revision 0002" in run.stdout
     run = subprocess.run([str(AMR), "db", "--config", str(config), "backup",
                           str(tmp_path / "b.gz")], capture_output=True, text=True, timeout=60,
                          check=True)  # fmt: skip
