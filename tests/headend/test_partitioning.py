@@ -20,11 +20,17 @@ from alembic.runtime.migration import MigrationContext
 from headend.config import HeadendConfig, RetentionConfig
 from headend.ingest import thd_ingest
 from headend.records import thd_store_readings
-from headend.retention import run_pass_sync
+from headend.retention import Chunk, run_pass_sync, thd_detach
 from headend.store import make_engine, upgrade
 from headend.store.migrate import current_revision, downgrade
-from headend.store.partitions import add_months, alembic_include_name, month_of
-from headend.store.schema import metadata, readings
+from headend.store.partitions import (
+    add_months,
+    alembic_include_name,
+    ensure_months,
+    month_of,
+    month_range,
+)
+from headend.store.schema import metadata, readings, readings_daily
 from protocols.link import Reading, ReadingBatch, encode_message
 from protocols.link.fast import FastReadings, fast_readings
 from tests.support.pg_fixture import postgres  # noqa: F401
@@ -193,3 +199,31 @@ def test_a_month_made_later_takes_its_readings_out_of_the_default(engine: sa.Eng
                               ("m3", Y2099): "readings_default"}  # fmt: skip
     # a second pass has nothing left to make
     assert run_pass_sync(engine, RetentionConfig(months_ahead=6), now).partitions_created == []
+
+
+def test_a_partition_left_detached_by_a_stopped_pass_is_folded_and_dropped(
+    engine: sa.Engine,
+) -> None:
+    upgrade(engine)
+    january = date(2026, 1, 1)
+    jan_5 = datetime(2026, 1, 5, 12, tzinfo=UTC).timestamp()
+    now = datetime(2026, 3, 10, 12, tzinfo=UTC).timestamp()
+    with engine.begin() as connection:
+        ensure_months(connection, [january], now)
+        thd_store_readings(connection, [row("m1", jan_5, 100), row("m1", jan_5 + 3600, 130)])
+    lo, hi = month_range(january)
+    with engine.begin() as connection:  # a pass's first step; then the process stopped
+        thd_detach(connection, Chunk(lo, hi, name(january), whole=True))
+    assert name(january) not in partition_names(engine)
+
+    report = run_pass_sync(engine, RetentionConfig(readings_days=30), now)
+
+    assert [(r.chunk.table, r.chunk.attached, r.readings, r.daily_rows) for r in report.chunks] == [
+        (name(january), False, 2, 1)
+    ]
+    with engine.connect() as connection:
+        assert sa.inspect(connection).has_table(name(january)) is False
+        used = connection.execute(
+            sa.select(readings_daily.c.readings, readings_daily.c.used_wh)
+        ).all()
+    assert [tuple(r) for r in used] == [(2, 30)]
