@@ -64,8 +64,12 @@ ACCEPTED_RESULTS = {int(TokenResult.ACCEPT), int(TokenResult.FIRST_KCT_ENTERED),
 class CommandProcessor:
     def __init__(self, journal: Journal, gateway_id: str, clock: Any,
                  find_meter: Callable[[str], tuple[BusPoller, MeterAccess] | None],
-                 public_key: Ed25519PublicKey | None, on_appended: Callable[[], None]) -> None:  # fmt: skip
+                 public_key: Ed25519PublicKey | None, on_appended: Callable[[], None],
+                 headend_now: Callable[[], float] | None = None) -> None:  # fmt: skip
         self.journal = journal
+        # not_after is the head-end's time: judge it on the head-end's clock (learnt from acks),
+        # so a gateway clock hours out neither refuses fresh commands nor runs stale ones
+        self.headend_now = headend_now or clock.seconds
         self.gateway_id = gateway_id
         self.clock = clock
         self.find_meter = find_meter
@@ -131,7 +135,7 @@ class CommandProcessor:
     async def _handle(self, command: Command) -> None:
         cmd_id = command.cmd_id
         await self.status(cmd_id, CommandState.RECEIVED)
-        if command.not_after < self.clock.seconds():
+        if command.not_after < self.headend_now():
             self.expired += 1
             await self.status(cmd_id, CommandState.EXPIRED, detail="not_after has passed")
             return
@@ -154,7 +158,7 @@ class CommandProcessor:
         await self.status(cmd_id, CommandState.QUEUED)
 
         async def work() -> Outcome:
-            if command.not_after < self.clock.seconds():
+            if command.not_after < self.headend_now():
                 self.expired += 1
                 return CommandState.EXPIRED, None, "not_after passed while queued", {}
             if not meter.verified:  # never act on a meter whose identity is not confirmed

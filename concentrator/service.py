@@ -139,9 +139,12 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
                     return bus.poller, meter
         return None
 
-    commands = CommandProcessor(
-        journal, config.gateway_id, reactor, find_meter, _public_key(config), kick
-    )
+    def headend_now() -> float:
+        offset: float = holder["uplink"].headend_offset_s
+        return float(reactor.seconds()) + offset
+
+    commands = CommandProcessor(journal, config.gateway_id, reactor, find_meter,
+                                _public_key(config), kick, headend_now)  # fmt: skip
     uplink = Uplink(reactor, reactor_mqtt, journal, config.gateway_id, on_command=commands.receive,
                     version=__version__, meters=meters,
                     ack_timeout_s=config.mqtt.ack_timeout_s)  # fmt: skip
@@ -335,6 +338,7 @@ class ConcentratorService(Service):
             **{f"journal.dropped.{kind}": n for kind, n in runtime.journal.dropped.items()},
             "mqtt.connected": runtime.mqtt.connected,
             "mqtt.reconnects": runtime.mqtt.reconnects,
+            "clock.headend_offset_s": round(runtime.uplink.headend_offset_s, 1),
             "uplink.unacknowledged": runtime.uplink.unacknowledged,
             "uplink.resent": runtime.uplink.resent,
             "commands.malformed": runtime.commands.malformed,

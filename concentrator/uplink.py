@@ -8,6 +8,7 @@ Theory of operation::
     entry appended --> kick(): publish it if the window of unacknowledged messages has room
     ack [first, last] --> journal entries deleted, the window moves on
     no ack for ack_timeout_s while messages wait --> watchdog forces a reconnect
+    ack time t --> headend_offset_s: the head-end's clock, by which commands expire
 
 A resend after a reconnect carries the original seq, so the head-end counts nothing twice.
 """
@@ -187,6 +188,8 @@ class Uplink:
         self._last_ack_s = reactor.seconds()
         self.acked = 0
         self._unapplied_acks: tuple[tuple[int, int], ...] = ()  # acked, not yet deleted (disk full)
+        # head-end clock minus ours, learnt from acks; commands' not_after is judged on it
+        self.headend_offset_s = 0.0
         self.bad_messages = 0
         self.publish_refusals = 0
         self.resent = 0
@@ -256,6 +259,8 @@ class Uplink:
             return
         assert isinstance(ack, Ack)
         self._last_ack_s = self.reactor.seconds()
+        if ack.time is not None:  # the head-end's clock, as near as one message's transit
+            self.headend_offset_s = ack.time - self._last_ack_s
         self._published = {s: t for s, t in self._published.items() if not ack.covers(s)}
         defer.ensureDeferred(self._acknowledge(ack)).addErrback(
             lambda failure: log.failure("Applying an ack failed", failure)

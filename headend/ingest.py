@@ -408,8 +408,9 @@ class Ingest:
         if self._known_count > KNOWN_LIMIT:  # bounded: forget, and look them up again
             self._known.clear()
             self._known_count = 0
+        now = self.clock.seconds()  # in each ack: a gateway judges not_after on our clock
         for gateway_id, seqs in result.acks.items():
-            _, payload = encode_message(Ack(tuple(to_ranges(seqs))))
+            _, payload = encode_message(Ack(tuple(to_ranges(seqs)), now))
             self.publish(gateway_topic(gateway_id, Topic.ACK), payload)
         for _, ack in batch:
             ack()

@@ -180,6 +180,7 @@ class Command:
 @dataclass(frozen=True, slots=True)
 class Ack:
     ranges: tuple[tuple[int, int], ...]
+    time: float | None = None  # the head-end's clock when it sent the ack (optional)
 
     def covers(self, seq: int) -> bool:
         return any(first <= seq <= last for first, last in self.ranges)
@@ -233,6 +234,8 @@ def encode_message(message: Message) -> tuple[Topic, bytes]:
             body["sig"] = message.signature
     else:
         body = {"v": VERSION, "ranges": [list(r) for r in message.ranges]}
+        if message.time is not None:
+            body["t"] = message.time
     payload = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
     return _TOPIC_OF[type(message)], payload
 
@@ -380,7 +383,7 @@ def decode_message(topic: Topic, payload: bytes) -> Message:
                 or not 0 <= item[0] <= item[1]):  # fmt: skip
             raise LinkError(f"ack.ranges[{index}]: must be [first, last] with first <= last")
         ranges.append((int(item[0]), int(item[1])))
-    return Ack(tuple(ranges))
+    return Ack(tuple(ranges), _time(body, "t", "ack") if "t" in body else None)
 
 
 def _no_constants(name: str) -> None:

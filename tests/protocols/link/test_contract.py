@@ -66,6 +66,7 @@ MESSAGES = [
     GatewayState("gw-1", T, True, "0.1.0", ("12000010012",)),
     Command("c-42", CommandType.TOKEN, "12000010012", T + 600, 1, {"tokens": ["1" * 20]}),
     Ack(((1, 10), (12, 12))),
+    Ack(((1, 10),), T),  # with the head-end's clock, by which a gateway judges not_after
 ]
 
 
@@ -104,6 +105,7 @@ def test_topics() -> None:
         (Topic.COMMAND, b'{"v":1,"id":"c","type":"self_destruct","na":1}', "unknown command type"),
         (Topic.COMMAND, b'{"v":1,"id":"c","type":"relay","na":1,"p":42}', "priority"),
         (Topic.ACK, b'{"v":1,"ranges":[[5,3]]}', "first <= last"),
+        (Topic.ACK, b'{"v":1,"ranges":[[1,3]],"t":"noon"}', r"ack\.t"),
         (
             Topic.COMMAND_STATUS,
             b'{"v":1,"gw":"g","seq":1,"t":1,"id":"c","st":"maybe"}',
