@@ -258,7 +258,7 @@ def thd_apply_status(connection: sa.Connection, status: CommandStatus, now: floa
     if (row.type == CommandType.TOKEN.value and state == REJECTED and code == STS_USED
             and row.attempts > 1):  # fmt: skip
         state, detail = APPLIED, "Used on a retry: an earlier attempt reached the meter"
-    if state == FAILED and row.attempts < max_attempts and row.not_after > now:
+    if state == FAILED and _sends(connection, command_id) < max_attempts and row.not_after > now:
         # the meter did not answer: try again as a new attempt (the same token)
         _history(connection, command_id, FAILED, now, "gateway", code, detail)
         _move(connection, row, QUEUED, now, "headend", detail=f"retry after: {detail}",
@@ -300,9 +300,10 @@ def thd_due(connection: sa.Connection, now: float, retry_s: float, max_attempts:
             limit: int = 500) -> list[Due]:  # fmt: skip
     """Claim what should be published now, marking it sent in the same transaction.
 
-    Expires what is past its ``not_after``; fails what was resent ``max_attempts`` times without
-    the gateway confirming receipt; resends (same cmd_id) what was sent ``retry_s`` ago unconfirmed;
-    dispatches each meter's next queued command when nothing of that meter is in flight.
+    Expires what is past its ``not_after``; fails what was published ``max_attempts`` times
+    without the gateway confirming receipt; resends (same cmd_id) what was sent ``retry_s`` ago
+    unconfirmed; dispatches each meter's next queued command when nothing of that meter is in
+    flight.
     On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so several head-ends never send one
     row twice.
     """
@@ -322,18 +323,20 @@ def thd_due(connection: sa.Connection, now: float, retry_s: float, max_attempts:
     if postgres:
         resend = resend.with_for_update(skip_locked=True)
     for row in connection.execute(resend).all():
-        if row.attempts >= max_attempts:
+        sends = _sends(connection, row.id)
+        if sends >= max_attempts:
             result = json.loads(row.result)
             detail = _keypad_fallback(
-                row, result, f"the gateway did not confirm receipt after {row.attempts} attempts"
+                row, result, f"the gateway did not confirm receipt after {sends} sends"
             )
             _move(connection, row, FAILED, now, "headend", detail=detail, result=_json(result),
                   next_attempt_at=None)  # fmt: skip
             continue
+        # the same cmd_id again: ``attempts`` counts cmd_ids, which is how a status is matched
         connection.execute(sa.update(commands).where(commands.c.id == row.id).values(
-            attempts=row.attempts + 1, next_attempt_at=now + retry_s, updated_at=now))  # fmt: skip
+            next_attempt_at=now + retry_s, updated_at=now))  # fmt: skip
         _history(connection, row.id, SENT, now, "headend",
-                 detail=f"resent (attempt {row.attempts + 1}): no receipt from the gateway")  # fmt: skip
+                 detail=f"resent (send {sends + 1}): no receipt from the gateway")  # fmt: skip
         due.append(_due(row, row.attempts))
     busy = sa.select(commands.c.meter_id).where(commands.c.state.in_(IN_FLIGHT),
                                                 commands.c.meter_id.is_not(None))  # fmt: skip
@@ -358,6 +361,18 @@ def thd_due(connection: sa.Connection, now: float, retry_s: float, max_attempts:
                  detail=f"published to {row.gateway_id} (attempt {attempt})")  # fmt: skip
         due.append(_due(row, attempt))
     return due
+
+
+def _sends(connection: sa.Connection, command_id: str) -> int:
+    """How many times the command was published, resends included (each left a ``sent`` row).
+
+    Not ``attempts``: that counts the command's cmd_ids (``{id}~{n}``), and a resend keeps its
+    cmd_id, so that the gateway takes it for the same command and its statuses still match."""
+    return int(connection.execute(
+        sa.select(sa.func.count()).select_from(command_history)
+        .where(command_history.c.command_id == command_id, command_history.c.state == SENT,
+               command_history.c.source == "headend")
+    ).scalar_one())  # fmt: skip
 
 
 def _due(row: Any, attempt: int) -> Due:

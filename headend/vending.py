@@ -114,8 +114,11 @@ def _tariff_body(connection: sa.Connection, tariff_id: int) -> dict[str, Any]:
     return body
 
 
-def _account(connection: sa.Connection, meter_id: str | None, account_id: int | None) -> Any:
+def _account(connection: sa.Connection, meter_id: str | None, account_id: int | None,
+             lock: bool = False) -> Any:  # fmt: skip
     query = sa.select(accounts)
+    if lock:  # a sale changes the account's month and debt: one sale to an account at a time
+        query = query.with_for_update()
     if account_id is not None:
         query = query.where(accounts.c.id == account_id)
     else:
@@ -146,6 +149,9 @@ def _next_tid(connection: sa.Connection, meter: Any, now: float) -> int:
         current = tid_of(moment, meter.base_date)
     except TidRangeError as exc:
         raise VendError(f"meter {meter.id} cannot be given a token now: {exc}") from None
+    # one token for the meter at a time, so that two (two head-ends selling to it at once, say)
+    # do not both take the last TID + 1: the meter would reject the second as Used
+    connection.execute(sa.select(meters.c.id).where(meters.c.id == meter.id).with_for_update())
     last = connection.execute(
         sa.select(sa.func.max(tokens.c.tid)).where(
             tokens.c.meter_id == meter.id,
@@ -179,12 +185,13 @@ def _store_token(connection: sa.Connection, meter: Any, kind: str, fields: Token
 
 
 def _price(connection: sa.Connection, now: float, meter_id: str | None, account_id: int | None,
-           amount_minor: int | None, energy_wh: int | None) -> tuple[Any, Any, VendQuote]:  # fmt: skip
+           amount_minor: int | None, energy_wh: int | None,
+           lock: bool = False) -> tuple[Any, Any, VendQuote]:  # fmt: skip
     """The account, its meter and what a sale would give, through the account's tariff and this
     month's purchases so far; :class:`VendError` when the meter cannot be sold to now."""
     if (amount_minor is None) == (energy_wh is None):
         raise VendError("give either amount_minor or energy_wh", 400)
-    account = _account(connection, meter_id, account_id)
+    account = _account(connection, meter_id, account_id, lock)
     meter = connection.execute(sa.select(meters).where(meters.c.id == account.meter_id)).one()
     if meter.status != "active":
         raise VendError(f"meter {meter.id} is {meter.status}")
@@ -234,7 +241,8 @@ def thd_vend(connection: sa.Connection, issuer: TokenIssuer, seller: Seller, now
         ).scalar()
         if earlier is not None:
             return thd_vend_view(connection, int(earlier))
-    account, meter, quote = _price(connection, now, meter_id, account_id, amount_minor, energy_wh)
+    account, meter, quote = _price(connection, now, meter_id, account_id, amount_minor, energy_wh,
+                                   lock=True)  # fmt: skip
     fields = TransferCredit(CreditType.ELECTRICITY, amount=quote.energy_wh // 100,
                             tid=_next_tid(connection, meter, now), rnd=random_rnd())  # fmt: skip
     token = issuer.issue(connection, meter_keys(meter), fields)
@@ -339,7 +347,8 @@ def thd_cancel_vend(connection: sa.Connection, vend_id: int, actor: str, now: fl
     for row in pending:
         thd_cancel(connection, row.id, now, actor)
     receipt = json.loads(vend.receipt)
-    account = connection.execute(sa.select(accounts).where(accounts.c.id == vend.account_id)).one()
+    account = connection.execute(sa.select(accounts).where(accounts.c.id == vend.account_id)
+                                 .with_for_update()).one()  # fmt: skip
     fixed = sum(line["net_minor"] for line in receipt["lines"] if line["kind"] == "fixed_charge")
     fbe = any(line["kind"] == "fbe" for line in receipt["lines"])
     purchased = vend.energy_wh - int(receipt.get("fbe_wh", 0))
