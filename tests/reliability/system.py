@@ -250,11 +250,13 @@ def build(
     folder: Path,
     journal_dir: Path | None = None,
     gateway_prefix: list[str] | None = None,
-    broker_host_for_gateway: Callable[[int], tuple[str, int]] | None = None,
-    sim_prefix: list[str] | None = None,
+    wrap_gateway: Callable[[list[int]], list[str]] | None = None,
 ) -> FaultSystem:
     """Start everything; the caller must ``close()`` it. The gateway is registered, the head-end
-    has a vending key, a tariff and an account for the still meter."""
+    has a vending key, a tariff and an account for the still meter.
+
+    ``wrap_gateway`` is given the ports the gateway will use (the broker's, then the meters')
+    before it starts, and returns the gateway's command prefix (e.g. ``ip netns exec``)."""
     os.environ["AMR_MASTER_KEY"] = MASTER_KEY
     os.environ["AMR_TEST_PASSWORD"] = PASSWORD
     postgres = Postgres(folder / "pg")
@@ -286,8 +288,8 @@ def build(
     }  # fmt: skip
     (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
     sim_lines: list[str] = []
-    sim = _start_wrapped([*(sim_prefix or []), str(AMR), "sim", "--config",
-                          str(folder / "sim.yaml")], "Ctrl-C", sim_lines)  # fmt: skip
+    sim = _start_wrapped([str(AMR), "sim", "--config", str(folder / "sim.yaml")], "Ctrl-C",
+                         sim_lines)  # fmt: skip
     text = "".join(sim_lines)
     ports = [int(p) for p in re.findall(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)]
     control = re.search(r"control API: (http://\S+)/meters", text)
@@ -310,10 +312,10 @@ def build(
                    "admin", "--password-env", "AMR_TEST_PASSWORD"], "created", [])  # fmt: skip
     added.wait(timeout=30)
     stop(added)
-    host, port = (broker_host_for_gateway or (lambda p: ("127.0.0.1", p)))(broker.port)
     gateway_config = {
         "gateway_id": GW,
-        "mqtt": {"host": host, "port": port, "keepalive_s": 5, "ack_timeout_s": 10},
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5,
+                 "ack_timeout_s": 10},
         "journal": {"path": str((journal_dir or folder) / "journal.db")},
         "headend_public_key_file": str(folder / "signing.pub"),
         "poll_groups": {"status": {"interval_s": 1, "alarm": True}, "energy": {"interval_s": 2}},
@@ -333,6 +335,8 @@ def build(
     try:
         system.start_headend()
         system.api = system.api.login("admin", PASSWORD)
+        if wrap_gateway is not None:
+            gateway_prefix = [*(gateway_prefix or []), *wrap_gateway([broker.port, *ports])]
         system.start_gateway(gateway_prefix)
         api = system.api
         wait_for(lambda: meters["still"] in {m["id"] for m in api.get("/api/v1/meters")["items"]},
