@@ -68,18 +68,28 @@ _SQLITE_INSERT = (
     + _ON_CONFLICT
 )
 _compact_json = json.JSONEncoder(separators=(",", ":")).encode
+_NUMBERS = frozenset({int, float})
+# meters.drn holds 32 characters; a meter id may have 64 (a DRN has 11 or 13 digits: an id that
+# long is not one, and vending refuses it either way)
+DRN_LENGTH = 32
+# energy_wh and credit_wh are BIGINTs: kWh beyond this (9.2e15) is not an energy a meter has
+_KWH_LIMIT = 2**63 // 1000
+# the meters columns identity readings update are INTEGERs
+_INTEGER_MIN, _INTEGER_LIMIT = -(2**31), 2**31
 
 
 def _wh(value: Any) -> int | None:
     """kWh as sent (at most 3 decimals: the registers count 0.01 kWh) to integer Wh."""
     kind = type(value)
+    if kind is not int and kind is not float and kind is not Decimal:
+        return None  # text, true/false, null: not an energy
+    if not -_KWH_LIMIT < value < _KWH_LIMIT:
+        return None  # the value stays in the reading's values; no column holds it as Wh
     if kind is int:
         return int(value) * 1000
     if kind is float:
         return round(float(value) * 1000)
-    if kind is Decimal:
-        return int(value * 1000)
-    return None  # text, true/false, null: not an energy
+    return int(value * 1000)
 
 
 def _values_json(values: Mapping[str, Any]) -> str:
@@ -107,10 +117,11 @@ def fast_reading_rows(batch: FastReadings) -> list[ReadingRow]:
 def _wh_column(column: Sequence[Any]) -> list[int | None]:
     """:func:`_wh` of each, without a call per value in the usual columns (all floats, all ints)."""
     kinds = set(map(type, column))
-    if kinds == {float}:
-        return [round(v * 1000) for v in column]
-    if kinds == {int}:
-        return [v * 1000 for v in column]
+    if kinds and kinds <= _NUMBERS and min(column) > -_KWH_LIMIT and max(column) < _KWH_LIMIT:
+        if kinds == {float}:
+            return [round(v * 1000) for v in column]
+        if kinds == {int}:
+            return [v * 1000 for v in column]
     return list(map(_wh, column))
 
 
@@ -241,7 +252,7 @@ def thd_register_meters(connection: sa.Connection, wanted: Mapping[str, Abstract
         if new:
             connection.execute(
                 _insert(connection, meters).on_conflict_do_nothing(index_elements=["id"]),
-                [{"id": m, "drn": m, "gateway_id": gateway_id, "group_name": defaults.group,
+                [{"id": m, "drn": m[:DRN_LENGTH], "gateway_id": gateway_id, "group_name": defaults.group,
                   "sgc": defaults.sgc, "tariff_index": defaults.tariff_index,
                   "key_revision": defaults.key_revision, "key_type": defaults.key_type,
                   "base_date": defaults.base_date, "algorithm": defaults.algorithm,
@@ -265,6 +276,11 @@ def thd_ensure_group(connection: sa.Connection, name: str) -> None:
     )
 
 
+def _fits_integer(value: object) -> bool:
+    # true/false is not a number here (int(str(True)) would fail the whole transaction)
+    return type(value) is int and _INTEGER_MIN <= value < _INTEGER_LIMIT
+
+
 def thd_update_identity(connection: sa.Connection, batch: ReadingBatch) -> None:
     """Keep a meter's STS attributes as the meter itself reports them (daily identity reads)."""
     for reading in batch.readings:
@@ -273,7 +289,7 @@ def thd_update_identity(connection: sa.Connection, batch: ReadingBatch) -> None:
         values = {
             column: int(str(reading.values[point]))
             for point, column in IDENTITY.items()
-            if isinstance(reading.values.get(point), int)
+            if _fits_integer(reading.values.get(point))
         }
         if values:
             connection.execute(sa.update(meters).where(meters.c.id == reading.meter).values(values))

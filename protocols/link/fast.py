@@ -132,6 +132,8 @@ def fast_readings(payload: bytes, flagged: frozenset[str] = frozenset()) -> Fast
     if items and (set(map(type, meters)) != _TEXT or max(map(len, meters)) > _METER_LIMIT
                   or set(map(type, values)) != _OBJECT):  # fmt: skip
         return None
+    if "\x00" in "".join(meters):  # a store cannot hold it: the full decoder says so
+        return None
     times = _times([item.get("t") for item in items])
     meter_times: list[float | None] = [item.get("mt") for item in items]
     sent = [t for t in meter_times if t is not None]

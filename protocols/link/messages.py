@@ -58,6 +58,8 @@ __all__ = [
 
 VERSION = 1
 MAX_PAYLOAD_BYTES = 256 * 1024
+# a command's meter result code is stored as a 32-bit integer (a token result number, 0..255)
+CODE_MIN, CODE_LIMIT = -(2**31), 2**31
 ReadingValue = int | Decimal | float | str | bool | None
 
 
@@ -236,8 +238,29 @@ def encode_message(message: Message) -> tuple[Topic, bytes]:
         body = {"v": VERSION, "ranges": [list(r) for r in message.ranges]}
         if message.time is not None:
             body["t"] = message.time
-    payload = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
-    return _TOPIC_OF[type(message)], payload
+    if isinstance(message, Command):  # signed as it stands (protocols.link.signing)
+        payload = json.dumps(body, separators=(",", ":"), default=_json_default).encode()
+        return Topic.COMMAND, payload
+    try:
+        text = json.dumps(body, separators=(",", ":"), default=_json_default, allow_nan=False)
+    except ValueError:
+        # NaN or an infinity (a meter's f32 register can hold one): JSON has no such number and
+        # the decoder refuses the whole message, so the value travels as null, "no number"
+        text = json.dumps(_finite(body), separators=(",", ":"), default=_json_default)
+    return _TOPIC_OF[type(message)], text.encode()
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite number replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() and math.isfinite(float(value)) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
 # -- decoding -------------------------------------------------------------------------------------
@@ -256,7 +279,10 @@ def _field(body: Mapping[str, Any], name: str, kind: type | tuple[type, ...], wh
 
 def _time(body: Mapping[str, Any], name: str, where: str) -> float:
     value = _field(body, name, (int, Decimal), where)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an integer no double holds
+        number = math.inf
     if not math.isfinite(number) or not 0 <= number < 1e11:
         raise LinkError(f"{where}.{name}: not a time in seconds since 1970: {value}")
     return number
@@ -273,14 +299,39 @@ def _text(body: Mapping[str, Any], name: str, where: str, limit: int = 256) -> s
     value = _field(body, name, str, where)
     if len(value) > limit:
         raise LinkError(f"{where}.{name}: longer than {limit} characters")
-    return str(value)
+    return _storable(str(value), f"{where}.{name}")
+
+
+def _storable(text: str, where: str) -> str:
+    """``text`` if a database can hold it: no NUL (PostgreSQL refuses it in text) and no lone
+    surrogate (a JSON escape like \\ud800 that is not UTF-8, which no driver can encode)."""
+    if "\x00" in text:
+        raise LinkError(f"{where}: contains a NUL character")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise LinkError(f"{where}: not valid Unicode (a lone surrogate)") from None
+    return text
+
+
+def _detail(value: object) -> str:
+    """Free text (a detail) as kept: the first 512 characters, with a NUL or a lone surrogate
+    replaced by U+FFFD rather than the message refused."""
+    text = str(value)[:512]
+    if "\x00" in text or not text.isascii():
+        text = (
+            text.encode(errors="surrogatepass").decode(errors="replace").replace("\x00", "\ufffd")
+        )
+    return text
 
 
 def _value(value: Any, where: str) -> ReadingValue:
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, Decimal):
-        if not value.is_finite():
+        # 1e400 is a finite decimal but no double: it would be stored as Infinity
+        if not value.is_finite() or not math.isfinite(float(value)):
             raise LinkError(f"{where}: not a finite number")
         return value
     raise LinkError(f"{where}: values are numbers, text, true/false or null")
@@ -300,6 +351,8 @@ def decode_message(topic: Topic, payload: bytes) -> Message:
         body = json.loads(payload, parse_float=Decimal, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise LinkError(f"{topic.value}: not JSON ({exc})") from None
+    except RecursionError:
+        raise LinkError(f"{topic.value}: nested too deeply to decode") from None
     if not isinstance(body, dict):
         raise LinkError(f"{topic.value}: a message is a JSON object")
     if body.get("v") != VERSION:
@@ -333,7 +386,7 @@ def decode_message(topic: Topic, payload: bytes) -> Message:
             except ValueError:
                 raise LinkError(f"{at}.s: must be raised, cleared or event") from None
             events.append(Event(_text(item, "m", at, 64), _time(item, "t", at),
-                                _text(item, "k", at, 64), state, str(item.get("d", ""))[:512]))  # fmt: skip
+                                _text(item, "k", at, 64), state, _detail(item.get("d", ""))))  # fmt: skip
         return EventBatch(gateway, seq, time, tuple(events))
     if topic is Topic.COMMAND_STATUS:
         gateway, seq, time = _envelope(body, topic)
@@ -344,21 +397,26 @@ def decode_message(topic: Topic, payload: bytes) -> Message:
         code = body.get("c")
         if code is not None and (isinstance(code, bool) or not isinstance(code, int)):
             raise LinkError(f"{where}.c: must be an integer or null")
+        if code is not None and not CODE_MIN <= code < CODE_LIMIT:
+            raise LinkError(f"{where}.c: out of range: {code}")
         result = body.get("res", {})
         if not isinstance(result, dict):
             raise LinkError(f"{where}.res: must be an object")
         return CommandStatus(gateway, seq, time, _text(body, "id", where, 64), command_state, code,
-                             str(body.get("d", ""))[:512], result)  # fmt: skip
+                             _detail(body.get("d", "")), result)  # fmt: skip
     if topic is Topic.HEALTH:
         gateway, seq, time = _envelope(body, topic)
         return Health(gateway, seq, time, _field(body, "h", dict, where))
     if topic is Topic.STATE:
         gateway = validate_gateway_id(_field(body, "gw", str, where))
         meters = _field(body, "meters", list, where) if "meters" in body else []
-        if not all(isinstance(m, str) for m in meters):
-            raise LinkError(f"{where}.meters: must be a list of meter ids")
+        if not all(isinstance(m, str) and len(m) <= 64 for m in meters):
+            raise LinkError(f"{where}.meters: must be a list of meter ids (at most 64 characters)")
+        for index, meter in enumerate(meters):
+            _storable(meter, f"{where}.meters[{index}]")
+        version = _text(body, "ver", where, 64) if "ver" in body else ""
         return GatewayState(gateway, _time(body, "t", where), bool(_field(body, "on", bool, where)),
-                            str(body.get("ver", "")), tuple(meters))  # fmt: skip
+                            version, tuple(meters))  # fmt: skip
     if topic is Topic.COMMAND:
         try:
             kind = CommandType(_field(body, "type", str, where))
@@ -380,7 +438,7 @@ def decode_message(topic: Topic, payload: bytes) -> Message:
     for index, item in enumerate(_field(body, "ranges", list, where)):
         if (not isinstance(item, list) or len(item) != 2
                 or not all(isinstance(x, int) and not isinstance(x, bool) for x in item)
-                or not 0 <= item[0] <= item[1]):  # fmt: skip
+                or not 0 <= item[0] <= item[1] < 2**63):  # fmt: skip
             raise LinkError(f"ack.ranges[{index}]: must be [first, last] with first <= last")
         ranges.append((int(item[0]), int(item[1])))
     return Ack(tuple(ranges), _time(body, "t", "ack") if "t" in body else None)
