@@ -56,6 +56,7 @@ __all__ = [
     "LEASE",
     "Chunk",
     "ChunkResult",
+    "RetentionError",
     "RetentionReport",
     "RetentionService",
     "readings_cut",
@@ -72,6 +73,10 @@ LOCK_TIMEOUT = "10s"  # PostgreSQL: a lock not had by then fails the step, retri
 WRITE_BATCH = 5000  # daily rows per executemany
 T = TypeVar("T")
 Runner = Callable[..., Awaitable[Any]]
+
+
+class RetentionError(Exception):
+    """A step that found the store other than it expected; its transaction is rolled back."""
 
 
 @dataclass(frozen=True, order=True)
@@ -404,16 +409,27 @@ def _lock_timeout(connection: sa.Connection) -> None:
 
 def thd_detach(connection: sa.Connection, chunk: Chunk) -> None:
     """Detach the chunk's partition: from now on no reading can enter it (one for its month goes
-    to the default partition instead), so what is folded is what is dropped."""
+    to the default partition instead), so what is folded is what is dropped. Nothing to do if
+    another pass (``amr db retention`` beside a head-end) detached it first."""
     _lock_timeout(connection)
-    connection.exec_driver_sql(f"ALTER TABLE readings DETACH PARTITION {chunk.table}")
+    if any(p.name == chunk.table for p in partitions(connection)[0]):
+        connection.exec_driver_sql(f"ALTER TABLE readings DETACH PARTITION {chunk.table}")
 
 
 def thd_retire(connection: sa.Connection, chunk: Chunk, dry_run: bool) -> ChunkResult:
-    """Fold the chunk's readings into daily totals, then drop them (unless ``dry_run``)."""
-    if not dry_run and not chunk.whole and connection.dialect.name == "postgresql":
-        _lock_timeout(connection)  # no new row in the default partition until this commits
-        connection.exec_driver_sql(f"LOCK TABLE {chunk.table} IN SHARE MODE")
+    """Fold the chunk's readings into daily totals, then drop them (unless ``dry_run``).
+
+    Two passes at once (``amr db retention`` beside a head-end's) take turns: the second waits
+    for the first's lock, then finds nothing left."""
+    if not dry_run and connection.dialect.name == "postgresql":
+        found = connection.execute(sa.text("SELECT to_regclass(:name)"), {"name": chunk.table})
+        if found.scalar() is None:
+            return ChunkResult(chunk)  # dropped by another pass
+        _lock_timeout(connection)
+        # a detached partition: nobody else's; the default partition: no new row in it, and no
+        # other pass on it, until this commits
+        mode = "ACCESS EXCLUSIVE" if chunk.whole else "SHARE ROW EXCLUSIVE"
+        connection.exec_driver_sql(f"LOCK TABLE {chunk.table} IN {mode} MODE")
     result = _fold(connection, chunk, write=not dry_run)
     if dry_run:
         return result
@@ -425,7 +441,7 @@ def thd_retire(connection: sa.Connection, chunk: Chunk, dry_run: bool) -> ChunkR
             sa.delete(source).where(source.c.ts >= chunk.lo, source.c.ts < chunk.hi)
         ).rowcount
         if deleted != result.readings:  # the lock (PostgreSQL) or the one writer (SQLite) forbid it
-            raise RuntimeError(
+            raise RetentionError(
                 f"{chunk.describe()}: folded {result.readings} readings but deleting "
                 f"{deleted}: rolled back"
             )

@@ -76,7 +76,9 @@ def _db(args: argparse.Namespace) -> int:
 def _retention(config: Any, engine: Any, dry_run: bool) -> int:
     import time
 
-    from headend.retention import run_pass_sync
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from headend.retention import RetentionError, run_pass_sync
     from headend.store.migrate import current_revision, head_revision
 
     current = current_revision(engine)
@@ -84,7 +86,11 @@ def _retention(config: Any, engine: Any, dry_run: bool) -> int:
         print(f"amr db retention: the database is at revision {current or '(empty)'}: "
               "run amr db upgrade first", file=sys.stderr)  # fmt: skip
         return 1
-    report = run_pass_sync(engine, config.retention, time.time(), dry_run)
+    try:
+        report = run_pass_sync(engine, config.retention, time.time(), dry_run)
+    except (RetentionError, SQLAlchemyError) as exc:  # rolled back; the next pass takes it up
+        print(f"amr db retention: {exc}", file=sys.stderr)
+        return 1
     print("\n".join(report.lines()))
     return 0
 

@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext
 from headend.config import HeadendConfig, RetentionConfig
 from headend.ingest import thd_ingest
 from headend.records import thd_store_readings
-from headend.retention import Chunk, run_pass_sync, thd_detach
+from headend.retention import Chunk, run_pass_sync, thd_detach, thd_retire
 from headend.store import make_engine, upgrade
 from headend.store.migrate import current_revision, downgrade
 from headend.store.partitions import (
@@ -227,3 +227,7 @@ def test_a_partition_left_detached_by_a_stopped_pass_is_folded_and_dropped(
             sa.select(readings_daily.c.readings, readings_daily.c.used_wh)
         ).all()
     assert [tuple(r) for r in used] == [(2, 30)]
+    # another pass that planned the same chunk finds it done, and does nothing
+    with engine.begin() as connection:
+        again = thd_retire(connection, report.chunks[0].chunk, False)
+    assert (again.readings, again.daily_rows) == (0, 0)

@@ -28,7 +28,7 @@ from headend.keystore import SealedKeyStore
 from headend.retention import run_pass_sync
 from headend.store import make_engine, upgrade
 from headend.store.partitions import add_months, month_of, month_range
-from headend.store.schema import readings
+from headend.store.schema import readings, tokens
 from headend.vending import Seller, thd_vend
 from protocols.link import Reading, ReadingBatch
 from tests.headend.seed import (
@@ -161,6 +161,10 @@ def test_pg_dump_restores_every_row_and_the_head_end_runs_on_it(
     status = subprocess.run([str(AMR), "db", "--config", str(config), "status"],
                             capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
     assert status.stdout.strip() == "database revision 0002: up to date"
+
+    # the triggers came back too: issued tokens cannot be rewritten
+    with pytest.raises(sa.exc.DatabaseError, match="append-only"), restored.begin() as connection:
+        connection.execute(sa.update(tokens).values(digits="0" * 20))
 
     # new readings get new ids: the sequence came back with the rows
     with restored.begin() as connection:
