@@ -101,7 +101,10 @@ def system(tmp_path: Path) -> Iterator[System]:
         broker.stop()
 
 
-def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(system: System) -> None:
+@pytest.mark.reliability("fault", "gateway alone: broker down 5 s, journal resent by seq")
+def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(
+    system: System, reliability: dict[str, object]
+) -> None:
     headend = system.headend
     wait_for(lambda: len(set(headend.arrivals)) >= 4, what="readings before the outage")
     outage_start = time.time()
@@ -126,9 +129,17 @@ def test_a_broker_outage_loses_nothing_and_counts_nothing_twice(system: System) 
     # (then they arrive again after ack_timeout_s, behind newer ones).
     times = [batches_by_seq[seq].time for seq in sorted(batches_by_seq)]
     assert times == sorted(times)
+    reliability.update(_figures(headend.arrivals))
 
 
-def test_sigkill_mid_burst_loses_nothing(system: System) -> None:
+def _figures(arrivals: list[int]) -> dict[str, int]:
+    seqs = set(arrivals)
+    return {"messages": len(seqs), "lost": len(set(range(1, max(seqs) + 1)) - seqs),
+            "resent": len(arrivals) - len(seqs)}  # fmt: skip
+
+
+@pytest.mark.reliability("fault", "gateway alone: SIGKILL with unacknowledged entries")
+def test_sigkill_mid_burst_loses_nothing(system: System, reliability: dict[str, object]) -> None:
     headend = system.headend
     wait_for(lambda: len(set(headend.arrivals)) >= 3, what="first readings")
     headend.ack = False  # the head-end stops committing: entries pile up in the journal
@@ -141,3 +152,5 @@ def test_sigkill_mid_burst_loses_nothing(system: System) -> None:
     wait_for(lambda: contiguous(headend.arrivals) and max(headend.arrivals) >= max(before) + 3,
              timeout_s=60, what="the gateway to resume after the kill")  # fmt: skip
     assert contiguous(headend.arrivals)  # no seq reused, none skipped, across the kill
+    with headend.lock:
+        reliability.update(_figures(headend.arrivals))

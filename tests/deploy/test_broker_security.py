@@ -217,6 +217,9 @@ def test_a_gateway_reaches_the_headend_on_its_own_topics_and_hears_its_commands(
     gateway.close()
 
 
+@pytest.mark.reliability(
+    "security", "a gateway cannot publish into another's topics or forge downlink"
+)
 def test_a_gateway_cannot_publish_into_another_gateways_topics_or_forge_downlink(
     site: Site,
 ) -> None:
@@ -234,6 +237,9 @@ def test_a_gateway_cannot_publish_into_another_gateways_topics_or_forge_downlink
     gateway.close()
 
 
+@pytest.mark.reliability(
+    "security", "a gateway certificate cannot subscribe to another gateway's topics"
+)
 def test_a_gateway_cannot_read_another_gateways_topics(site: Site) -> None:
     headend = _headend(site)
     spy = site.connect("gw-a")
@@ -263,6 +269,9 @@ def test_a_gateway_cannot_read_another_gateways_topics(site: Site) -> None:
         peer.close()
 
 
+@pytest.mark.reliability(
+    "security", "a last will aimed at another gateway's state is not published"
+)
 def test_a_last_will_into_another_gateways_state_is_not_published(site: Site) -> None:
     headend = _headend(site)
     liar = site.connect("gw-a", will=gateway_topic("gw-b", Topic.STATE))
@@ -280,6 +289,9 @@ def test_a_last_will_into_another_gateways_state_is_not_published(site: Site) ->
     headend.close()
 
 
+@pytest.mark.reliability(
+    "security", "clients without a certificate of this CA are refused by the broker"
+)
 def test_only_clients_with_a_certificate_of_this_ca_get_in(site: Site, tmp_path: Path) -> None:
     ca_file = site.ca.ca_cert_path
     with pytest.raises(Refused):
@@ -296,6 +308,7 @@ def test_only_clients_with_a_certificate_of_this_ca_get_in(site: Site, tmp_path:
     site.connect("gw-a").close()  # the door itself works
 
 
+@pytest.mark.reliability("security", "a revoked gateway certificate is shut out (CRL)")
 def test_a_revoked_gateway_is_shut_out_after_a_reload_and_cut_off_by_a_restart(
     site: Site,
 ) -> None:

@@ -334,6 +334,7 @@ def _converged(system: System, since: float) -> None:
     assert gaps == []
 
 
+@pytest.mark.reliability("fault", "head-end SIGKILL during ingest (SQLite and PostgreSQL)")
 def test_sigkill_during_ingest_loses_and_doubles_nothing(system: System) -> None:
     since = time.time() - 3600
     wait_for(lambda: len(system.wire.snapshot()) > 20, 60, "readings flowing")
@@ -355,6 +356,7 @@ def _ingested(api: Api) -> float:
     return float(found.group(1))
 
 
+@pytest.mark.reliability("scale-out", "two head-ends share one gateway's ingest, nothing doubled")
 def test_two_headends_share_the_ingest(system: System) -> None:
     since = time.time() - 3600
     second, api2 = system.start_headend("headend-2")
