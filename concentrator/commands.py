@@ -174,7 +174,8 @@ class CommandProcessor:
         except CommandUnsupported as exc:
             await self._reject(cmd_id, str(exc))
             return
-        except (LinkError, ValueError, KeyError) as exc:
+        except (LinkError, ValueError, KeyError, TypeError) as exc:
+            # TypeError: an argument of the wrong kind ({"groups": 5}), signed or not
             await self._reject(cmd_id, f"invalid arguments: {exc}")
             return
         await self.status(cmd_id, state, code, detail, result)
@@ -271,7 +272,9 @@ def _loose_id(payload: bytes) -> str | None:
     """The cmd_id of a payload too broken to decode, if it has a usable one."""
     try:
         body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     cmd_id = body.get("id") if isinstance(body, dict) else None
-    return cmd_id if isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 else None
+    # printable: no NUL or lone surrogate, which the head-end (and its store) would refuse
+    usable = isinstance(cmd_id, str) and 0 < len(cmd_id) <= 64 and cmd_id.isprintable()
+    return cmd_id if usable else None
