@@ -258,4 +258,8 @@ def load_config(path: Path) -> SimConfig:
         raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    except RecursionError:  # PyYAML builds nested lists by recursion: a few hundred levels
+        raise ConfigError([f"{path}: nested too deeply"]) from None
     return parse_config(raw)

@@ -66,7 +66,7 @@ class EncryptionAlgorithm(Enum):
         text = str(value).strip().upper()
         aliases = {"STA": "07", "DEA": "09", "DES": "09", "MISTY1": "11", "MISTY": "11"}
         text = aliases.get(text, text.removeprefix("EA"))
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # not '²', which int() refuses
             text = f"{int(text):02d}"
         for member in cls:
             if member.value == text:

@@ -138,7 +138,7 @@ class Dkga(Enum):
         if isinstance(value, Dkga):
             return value
         text = str(value).strip().upper().removeprefix("DKGA")
-        if text.isdigit():
+        if text.isascii() and text.isdigit():  # not '²', which int() refuses
             text = f"{int(text):02d}"
         for member in cls:
             if member.value == text:
