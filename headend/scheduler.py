@@ -69,8 +69,14 @@ def thd_run_schedules(connection: sa.Connection, now: float, max_catch_up: int,
     """Queue the reads due; {schedule name: windows run}."""
     ran: dict[str, int] = {}
     moment = datetime.fromtimestamp(now, UTC)
+    # Locked (in id order): a head-end whose tick stalled past its lease may run this at the
+    # moment the lease's new holder does; the second waits for the first's commit and finds the
+    # windows run.
     for row in connection.execute(
-        sa.select(read_schedules).where(read_schedules.c.enabled.is_(True))
+        sa.select(read_schedules)
+        .where(read_schedules.c.enabled.is_(True))
+        .order_by(read_schedules.c.id)
+        .with_for_update()
     ).all():
         spec = json.loads(row.spec)
         if row.last_window_at is None:  # a new schedule starts now; it has missed nothing
