@@ -108,7 +108,8 @@ def _session_ttl_s(request: Request) -> int:
 
 def _int_id(request: Request, name: str) -> int:
     text = request.path_params[name]
-    if not text.isdigit():
+    # isdecimal, not isdigit: int() refuses '¹'; 18 digits: ids are BIGINTs
+    if not text.isdecimal() or len(text) > 18:
         raise ApiError(404, f"no such {name.removesuffix('_id').replace('_', ' ')}: {text}")
     return int(text)
 

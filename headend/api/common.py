@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -34,6 +35,10 @@ async def run(request: Request, function: Callable[Concatenate[sa.Connection, P]
         raise ApiError(409, str(exc)) from None
     except sa.exc.IntegrityError as exc:
         raise ApiError(409, f"conflicts with what is stored: {exc.orig}") from None
+    except (OverflowError, sa.exc.DataError):
+        # an id of 2**70 (SQLite cannot bind it, PostgreSQL refuses it), a text longer than its
+        # column: the request's fault, whichever handler passed it on
+        raise ApiError(422, "a value is out of range for what the head-end stores") from None
     return result
 
 
@@ -71,6 +76,9 @@ def number(request: Request, name: str) -> float | None:
     if text is None or text == "":
         return None
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ApiError(400, f"query parameter {name} must be a number, not {text!r}") from None
+    if not math.isfinite(value):  # "inf" and "nan" parse, and no query or JSON reply takes them
+        raise ApiError(400, f"query parameter {name} must be a finite number, not {text!r}")
+    return value

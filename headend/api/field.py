@@ -190,7 +190,7 @@ async def list_meters(request: Request) -> dict[str, Any]:
     customer = request.query.get("customer", "").strip()
     if customer:
         match = customers.c.name.startswith(customer, autoescape=True)
-        if customer.isdigit() and len(customer) <= CUSTOMER_ID_DIGITS:
+        if customer.isdecimal() and len(customer) <= CUSTOMER_ID_DIGITS:
             match = sa.or_(match, customers.c.id == int(customer))
         query = query.where(meters.c.id.in_(
             sa.select(accounts.c.meter_id)

@@ -136,7 +136,7 @@ class Request:
     auth_cache: PrincipalCache | None = field(default=None, repr=False)
 
     def page(self) -> Page:
-        """``?limit=&offset=``: limit 1..max page size (default 50), offset >= 0."""
+        """``?limit=&offset=``: limit 1..max page size (default 50), 0 <= offset < 2**63."""
         maximum = _max_page_size(self.app)
         limit = _int_param(self.query, "limit", DEFAULT_PAGE_SIZE)
         offset = _int_param(self.query, "offset", 0)
@@ -144,6 +144,8 @@ class Request:
             raise ApiError(400, f"limit must be between 1 and {maximum}, not {limit}")
         if offset < 0:
             raise ApiError(400, f"offset must be 0 or more, not {offset}")
+        if offset >= 2**63:  # an OFFSET past a 64-bit integer: no database takes it
+            raise ApiError(400, f"offset must be below 2**63, not {offset}")
         return Page(limit, offset)
 
     def require(self, permission: str) -> Principal:

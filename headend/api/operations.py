@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..audit import thd_audit
 from ..store.schema import (
@@ -79,12 +79,19 @@ class RuleBody(BaseModel):
 class KeyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    key_hex: str = Field(pattern=r"^[0-9A-Fa-f]{16}$|^[0-9A-Fa-f]{32}$", repr=False)
+    # 64 bits for DKGA02, 160 bits for DKGA04 (protocols.sts.VendingKey)
+    key_hex: str = Field(pattern=r"^[0-9A-Fa-f]{16}$|^[0-9A-Fa-f]{40}$", repr=False)
     sgc: int = Field(ge=0, le=999_999)
     key_revision: int = Field(ge=1, le=9)
     key_type: int = Field(ge=0, le=3)
     algorithm: str = Field(pattern="^(sta|misty1|dea)$")
-    dkga: int = Field(ge=2, le=4, description="2 (DKGA02) or 4 (DKGA04)")
+    dkga: Literal[2, 4] = Field(description="2 (DKGA02, a 16-digit key) or 4 (DKGA04, 40 digits)")
+
+    @model_validator(mode="after")
+    def _key_fits_dkga(self) -> KeyBody:
+        if (len(self.key_hex) == 16) != (self.dkga == 2):
+            raise ValueError("a DKGA02 vending key has 16 hex digits, a DKGA04 key 40")
+        return self
 
 
 @router.route("GET", "/api/v1/alarms", permission="read", tags=("alarms",),

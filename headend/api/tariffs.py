@@ -317,7 +317,7 @@ async def list_versions(request: Request) -> dict[str, Any]:
 async def get_version(request: Request) -> dict[str, Any]:
     tariff_id = _tariff_id(request)
     text = request.path_params["version"]
-    if not text.isdigit():
+    if not text.isdecimal():  # not isdigit: int() refuses '¹'
         raise ApiError(404, f"tariff {tariff_id} has no version {text!r}")
 
     def thd(connection: sa.Connection) -> dict[str, Any]:
@@ -448,7 +448,7 @@ async def rollout(request: Request) -> dict[str, Any]:
     def thd(connection: sa.Connection) -> dict[str, Any]:
         version = (
             int(text)
-            if text and text.isdigit()
+            if text and text.isdecimal()
             else thd_tariff(connection, tariff_id)["current_version"]
         )
         return thd_rollout(connection, tariff_id, version)
@@ -467,7 +467,7 @@ async def rollout_meters(request: Request) -> dict[str, Any]:
     page = request.page()
     text = request.query.get("version")
     state = request.query.get("state")
-    if text and not text.isdigit():
+    if text and not text.isdecimal():
         raise ApiError(400, f"version must be a number, not {text!r}")
     if state and state not in ROLLOUT_STATES:
         raise ApiError(400, f"state must be one of {', '.join(ROLLOUT_STATES)}, not {state!r}")

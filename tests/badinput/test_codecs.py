@@ -85,6 +85,13 @@ from .profiles import CODEC
 from .uplink import UPLINK, bad_message, good_message
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _examples(reliability: dict[str, object]) -> None:
+    reliability["examples"] = CODEC.max_examples
+
+
 PROFILES = sorted((ROOT / "protocols" / "modbus" / "profiles").glob("*.yaml"))
 KEY = Ed25519PrivateKey.generate()
 T = 1_767_225_600.0
@@ -114,6 +121,9 @@ def _check_storable(message: object) -> None:
         assert "\x00" not in text, text
 
 
+@pytest.mark.reliability(
+    "bad input", "link messages with the contract broken decode to LinkError; valid ones round-trip"
+)
 @CODEC
 @given(data=st.data(), seq=st.integers(0, 1000))
 def test_link_messages_valid_or_bad_decode_or_raise_link_error(
@@ -140,6 +150,7 @@ def test_link_messages_valid_or_bad_decode_or_raise_link_error(
         assert fast.meters == tuple(r.meter for r in message.readings)
 
 
+@pytest.mark.reliability("bad input", "arbitrary MQTT topic names parse or raise LinkError")
 @CODEC
 @given(st.text(max_size=90) | st.sampled_from(UPLINK).map(lambda t: gateway_topic("g", t)).flatmap(
     lambda name: st.text(max_size=3).map(lambda extra: name + extra)))  # fmt: skip
@@ -155,6 +166,9 @@ numbers = st.one_of(st.floats(), st.decimals(allow_nan=True, allow_infinity=True
                     st.integers(-(2**80), 2**80))  # fmt: skip
 
 
+@pytest.mark.reliability(
+    "bad input", "NaN, infinite and huge numbers a gateway holds reach the head-end decodable"
+)
 @CODEC
 @given(values=st.dictionaries(st.text(max_size=8), numbers, max_size=4),
        metrics=st.dictionaries(st.text(max_size=8), numbers, max_size=3))  # fmt: skip
@@ -196,6 +210,9 @@ BAD_COMMAND_FIELDS = {
 }  # fmt: skip
 
 
+@pytest.mark.reliability(
+    "bad input", "altered commands raise LinkError or fail signature verification"
+)
 @CODEC
 @given(data=st.data(), kind=st.sampled_from(list(CommandType)))
 def test_commands_decode_or_raise_and_only_a_true_signature_verifies(
@@ -241,6 +258,9 @@ def _profile_points() -> list[tuple[str, Any]]:
 BLOCKS = _profile_points()
 
 
+@pytest.mark.reliability(
+    "bad input", "arbitrary Modbus registers decode or raise, and the reading reaches the head-end"
+)
 @CODEC
 @given(data=st.data(), block=st.sampled_from(BLOCKS))
 def test_modbus_registers_decode_and_travel_to_the_head_end(
@@ -261,6 +281,9 @@ def test_modbus_registers_decode_and_travel_to_the_head_end(
     assert isinstance(decoded, ReadingBatch) and decoded.readings[0].values.keys() == values.keys()
 
 
+@pytest.mark.reliability(
+    "bad input", "arbitrary DL/T 645 reply payloads decode or raise Dlt645Error"
+)
 @CODEC
 @given(di=st.sampled_from(sorted(DATA_IDENTIFIERS)), raw=st.binary(max_size=80))
 def test_dlt645_values_decode_or_raise_a_dlt645_error(di: str, raw: bytes) -> None:
@@ -278,6 +301,7 @@ typed = st.one_of(st.text(max_size=24), st.integers(-(10**6), 10**6),
                                    "02", "1993"]))  # fmt: skip
 
 
+@pytest.mark.reliability("bad input", "STS identifiers as typed parse or raise StsError")
 @CODEC
 @given(value=typed)
 def test_sts_identifiers_parse_or_raise_an_sts_error(value: str | int) -> None:
@@ -290,6 +314,9 @@ def test_sts_identifiers_parse_or_raise_an_sts_error(value: str | int) -> None:
                 parse_text(value)
 
 
+@pytest.mark.reliability(
+    "bad input", "any keypad entry gives the meter a token result, never an exception"
+)
 @CODEC
 @given(token=st.one_of(st.text(max_size=30), st.text("0123456789 -", min_size=18, max_size=26)))
 def test_a_meter_takes_any_keypad_entry_without_raising(token: str) -> None:
@@ -312,6 +339,7 @@ config_bytes = st.one_of(
 )  # fmt: skip
 
 
+@pytest.mark.reliability("bad input", "arbitrary bytes and YAML as config files give a ConfigError")
 @CODEC
 @given(raw=config_bytes)
 def test_config_files_load_or_raise_a_config_error(tmp_path_factory: pytest.TempPathFactory,
@@ -327,6 +355,7 @@ def test_config_files_load_or_raise_a_config_error(tmp_path_factory: pytest.Temp
             assert str(exc), "a config error says what is wrong"
 
 
+@pytest.mark.reliability("bad input", "arbitrary YAML as a meter profile gives a ProfileError")
 @CODEC
 @given(raw=yaml_documents)
 def test_meter_profiles_parse_or_raise_a_profile_error(raw: bytes) -> None:

@@ -288,6 +288,7 @@ async def _sleep(seconds: float) -> None:
         ("limit=0", "limit must be between 1 and 100, not 0"),
         ("limit=100000", "limit must be between 1 and 100, not 100000"),
         ("offset=-1", "offset must be 0 or more, not -1"),
+        ("offset=" + "9" * 20, "offset must be below 2**63, not " + "9" * 20),  # was a 500
         ("limit=ten", "limit must be an integer, not 'ten'"),
     ],
 )

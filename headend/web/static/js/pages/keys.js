@@ -242,7 +242,7 @@ function importForm(ctx, keys) {
   const { api } = ctx;
   const id = h("input", { required: true, maxlength: 64, pattern: "[A-Za-z0-9_.\\-]{1,64}", autocomplete: "off" });
   const hex = h("input", { type: "password", required: true, autocomplete: "off", spellcheck: "false",
-    pattern: "[0-9A-Fa-f]{16}|[0-9A-Fa-f]{32}" });
+    pattern: "[0-9A-Fa-f]{16}|[0-9A-Fa-f]{40}" }); // DKGA02 | DKGA04
   const sgc = h("input", { required: true, inputmode: "numeric", pattern: "[0-9]{1,6}", maxlength: 6 });
   const revision = h("input", { type: "number", required: true, min: 1, max: 9 });
   const keyType = h("select", {}, [0, 1, 2, 3].map((t) =>
