@@ -13,9 +13,11 @@ content under a ``seq`` already used.
 from __future__ import annotations
 
 import json
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from hypothesis import strategies as st
 
@@ -35,7 +37,18 @@ from protocols.link import (
     gateway_topic,
 )
 
-__all__ = ["GATEWAY", "T0", "Sent", "bad_message", "conversation", "good_message"]
+__all__ = [
+    "GATEWAY",
+    "T0",
+    "RandomPicker",
+    "Sent",
+    "bad_message",
+    "conversation",
+    "corrupt",
+    "good_message",
+]
+
+T = TypeVar("T")
 
 GATEWAY = "gw-bad"
 OTHER_GATEWAY = "gw-other"
@@ -202,29 +215,70 @@ def _field_rules(
     return rules
 
 
+class Picker(Protocol):
+    """Where a mutation's choices come from: Hypothesis (to shrink) or a seeded Random."""
+
+    def choice(self, options: Sequence[T]) -> T: ...
+
+    def integer(self, low: int, high: int) -> int: ...
+
+    def blob(self, max_size: int) -> bytes: ...
+
+
+class DrawPicker:
+    def __init__(self, draw: st.DrawFn) -> None:
+        self.draw = draw
+
+    def choice(self, options: Sequence[T]) -> T:
+        return self.draw(st.sampled_from(options))
+
+    def integer(self, low: int, high: int) -> int:
+        return self.draw(st.integers(low, high))
+
+    def blob(self, max_size: int) -> bytes:
+        return self.draw(st.binary(min_size=1, max_size=max_size))
+
+
+class RandomPicker:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def choice(self, options: Sequence[T]) -> T:
+        return self.rng.choice(options)
+
+    def integer(self, low: int, high: int) -> int:
+        return self.rng.randint(low, high)
+
+    def blob(self, max_size: int) -> bytes:
+        return self.rng.randbytes(self.rng.randint(1, max_size))
+
+
 @st.composite
 def bad_message(draw: st.DrawFn, seq: int) -> Sent:
     """A message the contract refuses, made from a valid one (its ``seq`` is ``seq``)."""
-    good = draw(good_message(seq))
+    return corrupt(draw(good_message(seq)), DrawPicker(draw))
+
+
+def corrupt(good: Sent, pick: Picker) -> Sent:
+    """``good`` with one thing the contract forbids (on its own topic, or on a wrong one)."""
     topic_name, payload = good.topic, good.payload
     topic = next(t for t in UPLINK if topic_name.endswith("/" + t.value))
     body: dict[str, Any] = json.loads(payload)
-    kind = draw(st.sampled_from(["field", "field", "field", "missing", "bytes", "truncated",
-                                 "utf8", "oversize", "not-object", "topic", "deep"]))  # fmt: skip
+    kind = pick.choice(["field", "field", "field", "missing", "bytes", "truncated", "utf8",
+                        "oversize", "not-object", "topic", "deep"])  # fmt: skip
     if kind == "field":
-        path, values = draw(st.sampled_from(_field_rules(topic, body)))
-        raw = draw(st.sampled_from(values))
+        path, values = pick.choice(_field_rules(topic, body))
+        raw = pick.choice(values)
         return Sent(
             topic_name, _with(body, path, raw), False, f"{'.'.join(map(str, path))}={raw[:40]}"
         )
     if kind == "missing":
-        name = draw(st.sampled_from(REQUIRED[topic]))
+        name = pick.choice(REQUIRED[topic])
         return Sent(topic_name, _with(body, (name,), None), False, f"no {name}")
     if kind == "bytes":
-        garbage = draw(st.binary(min_size=1, max_size=200))
-        return Sent(topic_name, garbage, False, "random bytes")
+        return Sent(topic_name, pick.blob(200), False, "random bytes")
     if kind == "truncated":  # a JSON object's last byte is its closing brace: no prefix is one
-        cut = draw(st.integers(0, len(payload) - 1))
+        cut = pick.integer(0, len(payload) - 1)
         return Sent(topic_name, payload[:cut], False, f"cut at {cut}")
     if kind == "utf8":
         return Sent(topic_name, payload.replace(b'"', b'"\xff', 1), False, "not UTF-8")
@@ -232,15 +286,15 @@ def bad_message(draw: st.DrawFn, seq: int) -> Sent:
         body["pad"] = "x" * (256 * 1024)
         return Sent(topic_name, json.dumps(body).encode(), False, "over 256 KiB")
     if kind == "not-object":
-        raw = draw(st.sampled_from(["[]", "1", '"x"', "null", "true", json.dumps([body])]))
+        raw = pick.choice(["[]", "1", '"x"', "null", "true", json.dumps([body])])
         return Sent(topic_name, raw.encode(), False, f"not an object: {raw[:20]}")
     if kind == "deep":
-        path = draw(st.sampled_from([("deep",), ("gw",)]))
+        path = pick.choice([("deep",), ("gw",)])
         return Sent(topic_name, _with(body, path, DEEP_OBJECT), False, "nested 5000 deep")
-    wrong = draw(st.sampled_from([f"amr/v1/gw/{GATEWAY}/{topic.value}z", f"amr/v2/gw/{GATEWAY}/x",
-                                  f"amr/v1/gw/gw bad/{topic.value}", f"amr/v1/gw/{GATEWAY}/cmd",
-                                  f"amr/v1/gw/{GATEWAY}/ack", f"amr/v1/gw/{OTHER_GATEWAY}/"
-                                  f"{topic.value}", "amr/v1/gw//readings"]))  # fmt: skip
+    wrong = pick.choice([f"amr/v1/gw/{GATEWAY}/{topic.value}z", f"amr/v2/gw/{GATEWAY}/x",
+                         f"amr/v1/gw/gw bad/{topic.value}", f"amr/v1/gw/{GATEWAY}/cmd",
+                         f"amr/v1/gw/{GATEWAY}/ack", f"amr/v1/gw/{OTHER_GATEWAY}/{topic.value}",
+                         "amr/v1/gw//readings"])  # fmt: skip
     return Sent(wrong, payload, False, f"topic {wrong}")
 
 
