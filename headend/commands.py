@@ -124,19 +124,26 @@ def _history(connection: sa.Connection, command_id: str, state: str, at: float, 
 
 def _move(connection: sa.Connection, row: Any, state: str, at: float, source: str,
           code: int | None = None, detail: str = "", **values: Any) -> bool:  # fmt: skip
-    """Move a command to ``state`` if the table allows it; always record what the gateway said."""
-    if state not in TRANSITIONS[row.state]:
-        if source == "gateway":  # recorded for the operator, but it changes nothing
-            _history(connection, row.id, state, at, source, code, f"ignored in state {row.state}"
-                     + (f": {detail}" if detail else ""))  # fmt: skip
-        return False
-    connection.execute(
-        sa.update(commands).where(commands.c.id == row.id)
-        .values(state=state, updated_at=at, code=code if code is not None else row.code,
-                detail=detail, **values)
-    )  # fmt: skip
-    _history(connection, row.id, state, at, source, code, detail)
-    return True
+    """Move a command to ``state`` if the table allows it; always record what the gateway said.
+
+    Only from the state ``row`` was read in: another head-end may have moved the command since
+    (dispatched what an operator is cancelling, applied what this one is expiring); the move is
+    then judged again against the state it is in now."""
+    while True:
+        if state not in TRANSITIONS[row.state]:
+            if source == "gateway":  # recorded for the operator, but it changes nothing
+                _history(connection, row.id, state, at, source, code,
+                         f"ignored in state {row.state}" + (f": {detail}" if detail else ""))  # fmt: skip
+            return False
+        moved = connection.execute(
+            sa.update(commands).where(commands.c.id == row.id, commands.c.state == row.state)
+            .values(state=state, updated_at=at, code=code if code is not None else row.code,
+                    detail=detail, **values)
+        ).rowcount  # fmt: skip
+        if moved:
+            _history(connection, row.id, state, at, source, code, detail)
+            return True
+        row = connection.execute(sa.select(commands).where(commands.c.id == row.id)).one()
 
 
 def thd_enqueue(connection: sa.Connection, new: NewCommand, now: float,
@@ -186,7 +193,9 @@ def thd_cancel(connection: sa.Connection, command_id: str, now: float, actor: st
     if row is None:
         raise CommandError(f"no command {command_id}")
     if not _move(connection, row, CANCELLED, now, "headend", detail=f"cancelled by {actor}"):
-        raise CommandError(f"command {command_id} is {row.state}: only a queued command can be "
+        state = connection.execute(sa.select(commands.c.state)
+                                   .where(commands.c.id == command_id)).scalar()  # fmt: skip
+        raise CommandError(f"command {command_id} is {state}: only a queued command can be "
                            "cancelled (a command already sent may reach the meter)")  # fmt: skip
 
 

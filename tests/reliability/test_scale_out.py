@@ -73,9 +73,11 @@ from benchmarks.headend_vending import (
 from benchmarks.scale import Loadgen
 from headend.commands import (
     FINAL,
+    CommandError,
     NewCommand,
     command_id_of,
     thd_apply_status,
+    thd_cancel,
     thd_due,
     thd_enqueue,
 )
@@ -783,10 +785,11 @@ def _blocked_or_done(engine: sa.Engine, worker: threading.Thread) -> bool:
     return not worker.is_alive() or waiting > 0
 
 
-def _race(engine: sa.Engine, first: Any, second: Any) -> None:
+def _race(engine: sa.Engine, first: Any, second: Any) -> list[BaseException]:
     """``first(connection)`` in a transaction left open while ``second(connection)`` runs in its
     own, in a thread, until it has to wait for ``first``'s locks (or is done); then ``first``
-    commits and ``second`` finishes: two head-ends doing the same thing at the same moment."""
+    commits and ``second`` finishes: two head-ends at the same rows at the same moment. What
+    ``second`` raised (its transaction rolled back)."""
     failures: list[BaseException] = []
 
     def run_second() -> None:
@@ -803,7 +806,8 @@ def _race(engine: sa.Engine, first: Any, second: Any) -> None:
             worker.start()
             wait_for(lambda: _blocked_or_done(engine, worker), 10, "the second transaction")
         worker.join(timeout=10)
-    assert not worker.is_alive() and failures == []
+    assert not worker.is_alive()
+    return failures
 
 
 @pytest.fixture(scope="module")
@@ -834,7 +838,7 @@ def test_two_sales_to_one_meter_at_once_get_two_tids_and_both_count(pg_store: sa
         thd_vend(connection, issuer, Seller("cashier", "shop"), now, meter_id=meter_id,
                  amount_minor=1000, deliver=False)  # 5 kWh at the flat tariff  # fmt: skip
 
-    _race(pg_store, sell, sell)
+    assert _race(pg_store, sell, sell) == []
     with pg_store.connect() as connection:
         tids = connection.execute(sa.select(tokens.c.tid)).scalars().all()
         month_wh = connection.execute(sa.select(accounts.c.month_energy_wh)).scalar_one()
@@ -858,7 +862,7 @@ def test_two_schedulers_at_the_same_moment_queue_a_window_once(pg_store: sa.Engi
     def tick(connection: sa.Connection) -> None:
         thd_run_schedules(connection, 661.0, 4, 3600.0)  # the 660 window is due
 
-    _race(pg_store, tick, tick)
+    assert _race(pg_store, tick, tick) == []
     with pg_store.connect() as connection:
         reads = Counter(str(r[0]) for r in connection.execute(
             sa.select(commands.c.meter_id).where(commands.c.created_by == "schedule:race")))  # fmt: skip
@@ -866,3 +870,55 @@ def test_two_schedulers_at_the_same_moment_queue_a_window_once(pg_store: sa.Engi
                                   .where(read_schedules.c.name == "race")).scalar_one()  # fmt: skip
     assert reads == Counter(dict.fromkeys(group, 1))
     assert last == 660.0
+
+
+def _command(engine: sa.Engine, command_id: str) -> tuple[str, Counter[str]]:
+    """A command's state, and how many times its history entered each final state."""
+    with engine.connect() as connection:
+        state = connection.execute(sa.select(commands.c.state)
+                                   .where(commands.c.id == command_id)).scalar_one()  # fmt: skip
+        finals = Counter(str(r[0]) for r in connection.execute(
+            sa.select(command_history.c.state).where(command_history.c.command_id == command_id,
+                                                     command_history.c.state.in_(FINAL))))  # fmt: skip
+    return str(state), finals
+
+
+def test_a_cancel_as_another_head_end_dispatches_the_command_is_refused(
+    pg_store: sa.Engine,
+) -> None:
+    """An operator cancels a disconnect through one head-end at the moment another publishes it:
+    the cancel is refused, the command went out (it was recorded ``cancelled`` over ``sent``, and
+    the gateway's ``applied`` was then ignored: the meter disconnected, the head-end said not)."""
+    with pg_store.begin() as connection:
+        thd_touch_gateway(connection, "gw-cancel", 0.0)
+        thd_ensure_meters(connection, "gw-cancel", {"cancel-1"}, MeterDefaults(), 0.0)
+        command_id, _ = thd_enqueue(connection, NewCommand(CommandType.RELAY, "cancel-1",
+                                                           {"action": "disconnect"}), 100.0)  # fmt: skip
+
+    def dispatch(connection: sa.Connection) -> None:
+        assert [d.id for d in thd_due(connection, 101.0, 60.0, 5)
+                if d.meter_id == "cancel-1"] == [command_id]  # fmt: skip
+
+    refused = _race(pg_store, dispatch, lambda c: thd_cancel(c, command_id, 101.0, "kim"))
+    assert [type(e) for e in refused] == [CommandError]
+    assert _command(pg_store, command_id) == ("sent", Counter())
+
+
+def test_a_status_as_another_head_end_expires_the_command_is_its_one_final_state(
+    pg_store: sa.Engine,
+) -> None:
+    """The gateway's ``applied`` is committed by one head-end as another's dispatcher finds the
+    command past its ``not_after``: it stays applied, one final state (it was then recorded
+    ``expired`` too, over ``applied``, with the token offered for the keypad)."""
+    with pg_store.begin() as connection:
+        thd_touch_gateway(connection, "gw-expiry", 0.0)
+        thd_ensure_meters(connection, "gw-expiry", {"expiry-1"}, MeterDefaults(), 0.0)
+        command_id, _ = thd_enqueue(connection, NewCommand(CommandType.TOKEN, "expiry-1",
+                                                           {"tokens": ["1" * 20]},
+                                                           expiry_s=10.0), 100.0)  # fmt: skip
+        thd_due(connection, 101.0, 60.0, 5)
+    applied = CommandStatus("gw-expiry", 1, 0.0, command_id, CommandState.APPLIED, 1, "Accept", {})
+    failures = _race(pg_store, lambda c: thd_apply_status(c, applied, 110.5, 5),
+                     lambda c: thd_due(c, 111.0, 60.0, 5))  # fmt: skip
+    assert failures == []
+    assert _command(pg_store, command_id) == ("applied", Counter({"applied": 1}))
