@@ -679,7 +679,7 @@ def test_the_scheduler_killed_before_a_window_is_replaced_and_the_window_runs_on
     _wait_until(window - TICK_S)  # the window is not yet due: the leader cannot have run it
     before = _last_window(cluster)
     killed_at = cluster.kill(leader)
-    assert before is not None and before < window
+    assert before is not None and before < window and killed_at < window
     wait_for(lambda: (_last_window(cluster) or 0) >= window, window - time.time() + 15,
              "the window run by another head-end")  # fmt: skip
 
@@ -689,8 +689,10 @@ def test_the_scheduler_killed_before_a_window_is_replaced_and_the_window_runs_on
     old, successor, expired_at, taken_at = handovers[0]
     assert old == leader and successor in others
     assert taken_at >= expired_at  # never taken while it was still the leader's
-    assert taken_at - expired_at <= TICK_S + 0.5
-    assert taken_at - killed_at <= LEASE_TTL_S + TICK_S + 0.5
+    # at the next tick of one of the others (1 s of slack: the tick's own database round trip
+    # on a busy machine)
+    assert taken_at - expired_at <= TICK_S + 1.0
+    assert taken_at - killed_at <= LEASE_TTL_S + TICK_S + 1.0
     assert Counter(cluster.became_scheduler()) - became == Counter({successor: 1})
 
     # the window: run once, by the successor, after it took the lease; no window before it
