@@ -48,7 +48,9 @@ class MqttConfig(_Model):
     # broker without v5) works for a single process: plain subscriptions, no sharing.
     protocol: Literal[5, 311] = 5
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
-    session_expiry_s: Annotated[int, Field(ge=0)] = 86400
+    # short: a dead member of a shared subscription keeps being handed its share until its
+    # session expires (Mosquitto 2.0); gateways resend what is not acknowledged, so nothing is lost
+    session_expiry_s: Annotated[int, Field(ge=0)] = 300
     username: str | None = None
     tls: TlsConfig | None = None
 
