@@ -260,6 +260,9 @@ def thd_follow_up(connection: sa.Connection, outcome: StatusOutcome, now: float)
     thd_command_finished(connection, outcome, now)
 
 
+SET_ASIDE_AFTER = 3  # failures alone, the store answering, before a message is set aside
+
+
 class Ingest:
     """Receives decoded-or-not uplink messages, commits them in groups, then acknowledges."""
 
@@ -290,6 +293,13 @@ class Ingest:
         self.readings = 0
         self.gaps = 0
         self.failures = 0
+        # a message the store refuses on its own must not hold back every later one: after a
+        # failed transaction its messages go one at a time; one that fails alone while the store
+        # answers, SET_ASIDE_AFTER times in a row, is set aside unacknowledged (the gateway keeps
+        # it and sends it again after its next reconnect)
+        self.set_aside = 0
+        self._solo = 0
+        self._alone_failures: dict[int, int] = {}
 
     def receive(self, topic_name: str, payload: bytes, ack: Callable[[], None]) -> None:
         """One MQTT message; ``ack`` sends the broker's PUBACK (called after the commit)."""
@@ -359,6 +369,11 @@ class Ingest:
         return self._writing is None and not self._pending and not self._arrived
 
     def _take(self) -> list[tuple[Uplink, Callable[[], None]]]:
+        if self._solo:
+            self._solo -= 1
+            item = self._pending.pop(0)
+            self._pending_readings -= _reading_count(item[0])
+            return [item]
         limit = self.config.database.ingest_batch_rows
         taken: list[tuple[Uplink, Callable[[], None]]] = []
         count = 0
@@ -387,18 +402,50 @@ class Ingest:
                                                self.clock.seconds(), self._known,
                                                self._written)  # fmt: skip
                 except Exception:
-                    # not committed: nothing is acknowledged; put it back and try again shortly
+                    # not committed: nothing is acknowledged; put it back and try again
                     self.failures += 1
-                    log.failure("Ingest transaction failed; retrying {count} messages",
-                                count=len(batch))  # fmt: skip
-                    self._pending[:0] = batch
-                    self._pending_readings += sum(_reading_count(m) for m, _ in batch)
-                    await _sleep(self.clock, 1.0)
+                    if not await self._retry(batch):
+                        await _sleep(self.clock, 1.0)
                     continue
+                self._alone_failures.pop(id(batch[0][0]), None)
                 self._after_commit(batch, result)
         finally:
             self._holding = False
             self._writing = None
+
+    async def _retry(self, batch: list[tuple[Uplink, Callable[[], None]]]) -> bool:
+        """After a failed transaction: True to go on at once, False to wait a second first."""
+        if len(batch) > 1:  # one at a time, to find a message the store refuses
+            log.failure("Ingest transaction failed; retrying its {count} messages one at a time",
+                        count=len(batch))  # fmt: skip
+            self._put_back(batch, len(batch))
+            return True
+        message, puback = batch[0]
+        try:
+            await self.db.run(thd_alive)
+        except Exception:
+            log.failure("Ingest transaction failed and the store does not answer; retrying")
+            self._put_back(batch, 1)
+            return False
+        failures = self._alone_failures.get(id(message), 0) + 1
+        if failures < SET_ASIDE_AFTER:
+            self._alone_failures[id(message)] = failures
+            log.failure("The store refused one message ({failures} time(s)); retrying it",
+                        failures=failures)  # fmt: skip
+            self._put_back(batch, 1)
+            return False
+        self._alone_failures.pop(id(message), None)
+        self.set_aside += 1
+        log.error("The store refuses gateway {gateway}'s message seq {seq} on its own: set aside "
+                  "unacknowledged (the gateway keeps it), ingest goes on",
+                  gateway=getattr(message, "gateway", "?"), seq=getattr(message, "seq", "?"))  # fmt: skip
+        puback()  # the broker's PUBACK only: the gateway has no application ack for it
+        return True
+
+    def _put_back(self, batch: list[tuple[Uplink, Callable[[], None]]], solo: int) -> None:
+        self._pending[:0] = batch
+        self._pending_readings += sum(_reading_count(m) for m, _ in batch)
+        self._solo += solo
 
     def _after_commit(self, batch: list[tuple[Uplink, Callable[[], None]]],
                       result: IngestResult) -> None:  # fmt: skip
@@ -426,6 +473,12 @@ class Ingest:
                 self.on_committed(result)
             except Exception:
                 log.failure("Ingest follow-up failed")
+
+
+def thd_alive(connection: sa.Connection) -> bool:
+    """Does the store answer? (Telling a refused message from a store that is down.)"""
+    connection.execute(sa.text("SELECT 1"))
+    return True
 
 
 def _sleep(clock: Any, seconds: float) -> defer.Deferred[None]:

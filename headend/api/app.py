@@ -45,6 +45,8 @@ def _metrics(app: Any, api: ApiResource) -> CollectorRegistry:
         ("amr_ingest_gaps", "gaps seen in gateways' seq numbers", lambda: ingest.gaps),
         ("amr_ingest_failures", "ingest transactions that failed and were retried",
          lambda: ingest.failures),
+        ("amr_ingest_set_aside", "uplink messages the store refused on their own, left "
+         "unacknowledged", lambda: ingest.set_aside),
         ("amr_commands_published", "commands published to gateways", lambda: dispatcher.published),
         ("amr_api_requests_in_flight", "API requests being served", lambda: api.in_flight),
     ):  # fmt: skip

@@ -317,13 +317,17 @@ def test_a_failed_transaction_is_retried_and_acknowledged_once_committed(
     gateway.deliver(ingest, batch(2), 2)  # held while the first transaction runs
 
     done.errback(RuntimeError("database gone"))
+    _, _, probe = db.waiting.pop(0)  # does the store answer? (is it the message, or the store?)
+    probe.errback(RuntimeError("database gone"))
     assert ingest.failures == 1 and gateway.pubacks == []
     clock.advance(1.0)
-    db.write()
-    db.commit()
+    for _ in range(2):
+        db.write()
+        db.commit()
 
-    assert [[m.seq for m in t] for t in db.transactions] == [[1, 2]]
-    assert gateway.pubacks == [1, 2] and ingest.readings == 6
+    # after a failure the failed transaction's messages go one at a time
+    assert [[m.seq for m in t] for t in db.transactions] == [[1], [2]]
+    assert gateway.pubacks == [1, 2] and ingest.readings == 6 and ingest.set_aside == 0
 
 
 def test_a_burst_is_committed_in_transactions_of_ingest_batch_rows(
@@ -345,3 +349,61 @@ def test_a_burst_is_committed_in_transactions_of_ingest_batch_rows(
 
     assert [[m.seq for m in t] for t in db.transactions] == [[1, 2], [3, 4], [5]]
     assert gateway.pubacks == [1, 2, 3, 4, 5] and ingest.readings == 15 and ingest.gaps == 0
+
+
+class ImmediateDatabase:
+    """Runs each transaction at once on a real database, failing the Deferred as it fails."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    def run(self, function: Any, *args: Any) -> defer.Deferred[Any]:
+        try:
+            with self.engine.begin() as connection:
+                return defer.succeed(function(connection, *args))
+        except Exception as error:
+            return defer.fail(error)
+
+
+def test_a_message_the_store_refuses_is_set_aside_and_the_rest_flow_on(
+    sqlite_engine: sa.Engine,
+) -> None:
+    with sqlite_engine.begin() as connection:  # a store that refuses one meter's readings
+        connection.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON readings WHEN NEW.meter_id = 'poison' "
+            "BEGIN SELECT RAISE(ABORT, 'refused by the store'); END"
+        )
+    clock = Reactor()
+    gateway = Gateway()
+    ingest = Ingest(ImmediateDatabase(sqlite_engine), clock, CONFIG, gateway.publish)
+    poison = ReadingBatch("gw-1", 2, T0 + 1800, (Reading("poison", T0 + 1800, {"x": 1}),))
+    for number, message in enumerate([batch(1), poison, batch(3)], start=1):
+        gateway.deliver(ingest, message, number)
+    for _ in range(5):
+        clock.advance(1.0)
+
+    assert gateway.app_acks == [(1, 1), (3, 3)]  # the refused one is not acknowledged
+    assert sorted(gateway.pubacks) == [1, 2, 3]  # but the broker's window moves on
+    assert ingest.set_aside == 1 and ingest.readings == 6
+    assert {row[0] for row in stored(sqlite_engine)} == {"47000000000", "47000000001",
+                                                         "47000000002"}  # fmt: skip
+
+
+def test_a_store_that_is_down_sets_nothing_aside(sqlite_engine: sa.Engine) -> None:
+    clock = Reactor()
+    db = SteppedDatabase(sqlite_engine)
+    gateway = Gateway()
+    ingest = Ingest(db, clock, CONFIG, gateway.publish)
+    gateway.deliver(ingest, batch(1), 1)
+    clock.advance(0)
+    for _ in range(5):  # the transaction fails, and so does the question whether the store answers
+        _, _, done = db.waiting.pop(0)
+        done.errback(RuntimeError("database gone"))
+        if db.waiting:
+            _, _, probe = db.waiting.pop(0)
+            probe.errback(RuntimeError("database gone"))
+        clock.advance(1.0)
+    db.write()
+    db.commit()
+    assert ingest.set_aside == 0 and gateway.app_acks == [(1, 1)] and gateway.pubacks == [1]
