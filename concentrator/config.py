@@ -147,6 +147,8 @@ class ConcentratorConfig(_Model):
     buses: Annotated[list[BusConfig], Field(min_length=1)]
     status_http: Annotated[int, Field(ge=0, le=65535)] | None = None  # status page + /metrics
     status_http_host: str = "127.0.0.1"
+    # how often the health message goes to the head-end (QoS 0, about 1 KiB: GPRS is paid by the byte)
+    health_interval_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0
 
     @model_validator(mode="after")
     def _unique_bus_names(self) -> ConcentratorConfig:

@@ -58,7 +58,6 @@ log = Logger()
 
 DEFAULT_PROFILES = PROFILE_DIR
 REOPEN_S = 2.0
-HEALTH_INTERVAL_S = 60.0
 SNAPSHOT_INTERVAL_S = 5.0
 
 
@@ -284,7 +283,7 @@ class ConcentratorService(Service):
         runtime.uplink.start()
         runtime.mqtt.start(config.host, config.port, keepalive=config.keepalive_s,
                            clean_start=False, properties=properties)  # fmt: skip
-        self._health.start(HEALTH_INTERVAL_S, now=False)
+        self._health.start(runtime.config.health_interval_s, now=False)
         self._snapshot_call.start(SNAPSHOT_INTERVAL_S, now=True)
         if runtime.config.status_http is not None:
             from twisted.web.server import Site

@@ -320,6 +320,7 @@ def build(
         "headend_public_key_file": str(folder / "signing.pub"),
         "poll_groups": {"status": {"interval_s": 1, "alarm": True}, "energy": {"interval_s": 2}},
         "batch": {"max_readings": 3, "max_delay_s": 0.5},
+        "health_interval_s": 2,
         "buses": [
             {"name": "tcp1", "type": "modbus-tcp", "host": "127.0.0.1", "port": ports[0],
              "timeout_ms": 500, "meters": [{"address": 1}, {"address": 2}]},
