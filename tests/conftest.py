@@ -13,12 +13,18 @@ with contextlib.suppress(ReactorAlreadyInstalledError):
     asyncioreactor.install()
 
 import json
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest_plugins = ["tests.support.reliability"]
+
+# Started in the background by a non-interactive shell (`cmd &`), the run inherits SIGINT
+# ignored, and so would every daemon a test starts: their Ctrl-C tests would hang. Restore it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 VECTORS = Path(__file__).parent / "vectors"
 
