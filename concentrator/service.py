@@ -58,6 +58,7 @@ log = Logger()
 
 DEFAULT_PROFILES = PROFILE_DIR
 REOPEN_S = 2.0
+WILL_DELAY_S = 10  # seconds the broker waits before it says a lost gateway is offline
 SNAPSHOT_INTERVAL_S = 5.0
 
 
@@ -150,7 +151,13 @@ def make_service(config: ConcentratorConfig, reactor: Any) -> ConcentratorServic
     holder["uplink"] = uplink
     journal.on_written = kick
     will_topic, will_payload = uplink.last_will()
-    client.will_set(will_topic, will_payload, qos=1, retain=True)
+    # A will delay: when a dead link is noticed late, the gateway's new connection takes over
+    # the session before the broker drops the old one; without a delay the broker then
+    # publishes the old connection's "offline" after the new "online", and the head-end would
+    # show a connected gateway as offline. A new connection within the delay cancels the will.
+    will_properties = Properties(PacketTypes.WILLMESSAGE)
+    will_properties.WillDelayInterval = WILL_DELAY_S
+    client.will_set(will_topic, will_payload, qos=1, retain=True, properties=will_properties)
     groups = {
         name: PollGroup(name, g.interval_s, g.offset_s, g.alarm)
         for name, g in config.poll_groups.items()
