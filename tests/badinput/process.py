@@ -5,7 +5,6 @@ starts one)."""
 from __future__ import annotations
 
 import contextlib
-import re
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 import yaml
 
 from tests.support.api import Api
-from tests.support.gateway import start, stop
+from tests.support.gateway import add_admin, start_headend, stop
 from tests.support.mosquitto import Mosquitto
 
 __all__ = ["Headend", "running_headend"]
@@ -70,15 +69,10 @@ def running_headend(folder: Path) -> Iterator[Headend]:
             }
             path = folder / "headend.yaml"
             path.write_text(yaml.safe_dump(config))
-            added = start(["user", "add", "--config", str(path), "--username", "admin", "--role",
-                           "admin", "--password-env", "AMR_TEST_PASSWORD"], "created", [])  # fmt: skip
-            added.wait(timeout=30)
-            stop(added)
-            process = start(["headend", "--config", str(path)], "amr headend:", lines)
+            add_admin(path)
+            process, base = start_headend(path, lines)
             processes.append(process)
-        port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-        assert port, "".join(lines)
-        api = Api(f"http://127.0.0.1:{port.group(1)}").login("admin", PASSWORD)
+        api = Api(base).login("admin", PASSWORD)
         yield Headend(process, broker, db_path, api, lines)
     finally:
         for process in processes:

@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.link import ReadingBatch, Topic, decode_message
 from tests.support.api import Api, ApiFailure
-from tests.support.gateway import start, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -97,10 +97,8 @@ class System:
         path.write_text(yaml.safe_dump(config))
         lines: list[str] = []
         self.logs[f"{name}#{len(self.logs)}"] = lines
-        process = start(["headend", "--config", str(path)], "amr headend:", lines)
-        port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-        assert port, "".join(lines)
-        return process, Api(f"http://127.0.0.1:{port.group(1)}", self.api.token)
+        process, base = start_headend(path, lines)
+        return process, Api(base, self.api.token)
 
     def stored(self) -> list[tuple[str, float]]:
         engine = sa.create_engine(self.db_url)
@@ -171,10 +169,7 @@ def system(request: pytest.FixtureRequest,
         }  # fmt: skip
         path = folder / "headend.yaml"
         path.write_text(yaml.safe_dump(headend_config))
-        added = start(["user", "add", "--config", str(path), "--username", "admin", "--role",
-                       "admin", "--password-env", "AMR_TEST_PASSWORD"], "created", [])  # fmt: skip
-        added.wait(timeout=30)
-        stop(added)
+        add_admin(path)
         system = System(folder, broker, db_url, Api(""), control.group(1), meters, None, path,
                         wire, processes)  # fmt: skip
         headend, api = system.start_headend()

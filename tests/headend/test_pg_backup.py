@@ -7,7 +7,6 @@ PostgreSQL, with the Debian package's own pg_dump and pg_restore."""
 
 from __future__ import annotations
 
-import re
 import secrets
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from tests.headend.seed import (
     open_account,
 )
 from tests.support.api import Api
-from tests.support.gateway import start, stop
+from tests.support.gateway import start_headend, stop
 from tests.support.mosquitto import Mosquitto
 from tests.support.pg_fixture import postgres  # noqa: F401
 from tests.support.postgres import Postgres, ensure_postgres
@@ -185,10 +184,8 @@ def test_pg_dump_restores_every_row_and_the_head_end_runs_on_it(
     try:
         with pytest.MonkeyPatch.context() as env:
             env.setenv("AMR_MASTER_KEY", master.hex())
-            headend = start(["headend", "--config", str(config)], "amr headend:", lines)
-        port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-        assert port, "".join(lines)
-        api = Api(f"http://127.0.0.1:{port.group(1)}").login("admin", PASSWORD)
+            headend, base = start_headend(config, lines)
+        api = Api(base).login("admin", PASSWORD)
         since, until = seeded["window"]
         report = api.get(f"/api/v1/reports/consumption?since={since}&until={until}")
         # M1: 2.300 - 1.000 kWh; M2: 0.080 - 0.050 kWh (its reading after the restore is outside)

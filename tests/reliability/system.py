@@ -39,7 +39,7 @@ from paho.mqtt.properties import Properties
 
 from protocols.link import ReadingBatch, Topic, decode_message
 from tests.support.api import Api
-from tests.support.gateway import AMR, start, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import Postgres
 
@@ -100,12 +100,8 @@ class FaultSystem:
     # -- processes --------------------------------------------------------------------------
 
     def start_headend(self) -> None:
-        lines = self._log("headend")
-        self.headend = start(["headend", "--config", str(self.headend_config)], "amr headend:",
-                             lines)  # fmt: skip
-        port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-        assert port, "".join(lines)
-        self.api = Api(f"http://127.0.0.1:{port.group(1)}", self.api.token)
+        self.headend, base = start_headend(self.headend_config, self._log("headend"))
+        self.api = Api(base, self.api.token)
 
     def kill_headend(self) -> None:
         assert self.headend is not None
@@ -117,9 +113,8 @@ class FaultSystem:
         """``prefix`` runs the gateway under a wrapper (``faketime``, ``ip netns exec``)."""
         if prefix is not None:
             self.gateway_prefix = prefix
-        lines = self._log("gateway")
-        command = [str(AMR), "concentrator", "--config", str(self.gateway_config)]
-        self.gateway = _start_wrapped([*self.gateway_prefix, *command], "Ctrl-C", lines)
+        self.gateway = start(["concentrator", "--config", str(self.gateway_config)], "Ctrl-C",
+                             self._log("gateway"), self.gateway_prefix)  # fmt: skip
 
     def kill_gateway(self) -> None:
         assert self.gateway is not None
@@ -225,27 +220,6 @@ class FaultSystem:
         self.postgres.stop()
 
 
-def _start_wrapped(command: list[str], ready: str, lines: list[str]) -> subprocess.Popen[str]:
-    """``tests.support.gateway.start`` for a command that is not ``amr`` itself."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)  # fmt: skip
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while not any(ready in line for line in lines):
-        assert time.monotonic() < deadline, "did not start:\n" + "".join(lines)
-        line = process.stdout.readline()
-        assert line, "exited:\n" + "".join(lines)
-        lines.append(line)
-
-    def drain() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            lines.append(line)
-
-    threading.Thread(target=drain, daemon=True).start()
-    return process
-
-
 def build(
     folder: Path,
     journal_dir: Path | None = None,
@@ -288,8 +262,7 @@ def build(
     }  # fmt: skip
     (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
     sim_lines: list[str] = []
-    sim = _start_wrapped([str(AMR), "sim", "--config", str(folder / "sim.yaml")], "Ctrl-C",
-                         sim_lines)  # fmt: skip
+    sim = start(["sim", "--config", str(folder / "sim.yaml")], "Ctrl-C", sim_lines)
     text = "".join(sim_lines)
     ports = [int(p) for p in re.findall(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)]
     control = re.search(r"control API: (http://\S+)/meters", text)
@@ -308,10 +281,7 @@ def build(
     }  # fmt: skip
     headend_path = folder / "headend.yaml"
     headend_path.write_text(yaml.safe_dump(headend_config))
-    added = start(["user", "add", "--config", str(headend_path), "--username", "admin", "--role",
-                   "admin", "--password-env", "AMR_TEST_PASSWORD"], "created", [])  # fmt: skip
-    added.wait(timeout=30)
-    stop(added)
+    add_admin(headend_path)
     gateway_config = {
         "gateway_id": GW,
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "keepalive_s": 5,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import secrets
 import sqlite3
 import subprocess
@@ -47,7 +46,7 @@ from protocols.sts import (
     derive_decoder_key,
 )
 from tests.support.api import Api, ApiFailure
-from tests.support.gateway import start, stop
+from tests.support.gateway import add_admin, start_headend, stop
 from tests.support.mosquitto import Mosquitto
 from tests.support.pg_fixture import postgres  # noqa: F401
 from tests.support.postgres import Postgres
@@ -79,10 +78,8 @@ class Stored:
 
 
 def _start_headend(config: Path, lines: list[str]) -> tuple[subprocess.Popen[str], Api]:
-    process = start(["headend", "--config", str(config)], "amr headend:", lines)
-    port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-    assert port, "".join(lines)
-    return process, Api(f"http://127.0.0.1:{port.group(1)}")
+    process, base = start_headend(config, lines)
+    return process, Api(base)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -122,11 +119,7 @@ def stored(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
                 thd_touch_gateway(connection, GATEWAY, time.time(), online=True)
                 thd_ensure_meters(connection, GATEWAY, {METER}, MeterDefaults(), time.time())
             engine.dispose()
-            added = start(["user", "add", "--config", str(path), "--username", "admin",
-                           "--role", "admin", "--password-env", "AMR_TEST_PASSWORD"],
-                          "created", [])  # fmt: skip
-            assert added.wait(timeout=60) == 0
-            stop(added)
+            add_admin(path)
             process, anonymous = _start_headend(path, [])
             processes.append(process)
             api = anonymous.login("admin", PASSWORD)

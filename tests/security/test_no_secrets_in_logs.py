@@ -39,7 +39,7 @@ from protocols.sts import (
 from protocols.sts.number import split_number
 from tests.support.api import Api, ApiFailure
 from tests.support.debian import ensure_commands
-from tests.support.gateway import start, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
 from tests.support.mosquitto import free_port, spawn_mosquitto
 
 pytestmark = pytest.mark.integration
@@ -117,17 +117,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             (folder / "headend.yaml").write_text(yaml.safe_dump(config))
             added_lines: list[str] = []
             outputs["amr user add"] = added_lines
-            added = start(["user", "add", "--config", str(folder / "headend.yaml"), "--username",
-                           "admin", "--role", "admin", "--password-env", "AMR_TEST_PASSWORD"],
-                          "created", added_lines)  # fmt: skip
-            assert added.wait(timeout=60) == 0
-            stop(added)
+            add_admin(folder / "headend.yaml", added_lines)
             headend_lines: list[str] = []
             outputs["amr headend"] = headend_lines
-            processes.append(start(["headend", "--config", str(folder / "headend.yaml"),
-                                    "--log-level", "debug"], "amr headend:", headend_lines))  # fmt: skip
-            api_port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(headend_lines))
-            assert api_port, "".join(headend_lines)
+            headend, base = start_headend(folder / "headend.yaml", headend_lines,
+                                          "--log-level", "debug")  # fmt: skip
+            processes.append(headend)
             gw_config = {
                 "gateway_id": GW,
                 "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 10},
@@ -146,7 +141,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             processes.append(start(["concentrator", "--config", str(folder / "gw.yaml"),
                                     "--log-level", "debug"], "Ctrl-C", gw_lines))  # fmt: skip
 
-            anonymous = Api(f"http://127.0.0.1:{api_port.group(1)}")
+            anonymous = Api(base)
             api = anonymous.login("admin", password)
             key = api.post("/api/v1/api-keys", {"name": "billing", "role": "cashier"})["key"]
             me = anonymous.call("GET", "/api/v1/me", headers={"X-API-Key": key})

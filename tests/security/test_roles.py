@@ -29,7 +29,7 @@ import yaml
 
 from headend.api.app import build_router
 from headend.auth import PERMISSIONS, ROLE_PERMISSIONS, ROLES, allowed
-from tests.support.gateway import start, stop
+from tests.support.gateway import add_admin, start_headend, stop
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -109,16 +109,10 @@ def headend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Headend]:
             }
             path = folder / "headend.yaml"
             path.write_text(yaml.safe_dump(config))
-            added = start(["user", "add", "--config", str(path), "--username", "admin",
-                           "--role", "admin", "--password-env", "AMR_TEST_PASSWORD"],
-                          "created", [])  # fmt: skip
-            assert added.wait(timeout=60) == 0
-            stop(added)
-            lines: list[str] = []
-            processes.append(start(["headend", "--config", str(path)], "amr headend:", lines))
-            port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
-            assert port, "".join(lines)
-            served = Headend("127.0.0.1", int(port.group(1)))
+            add_admin(path)
+            process, base = start_headend(path, [])
+            processes.append(process)
+            served = Headend("127.0.0.1", int(base.rsplit(":", 1)[1]))
             admin = served.call("POST", "/api/v1/login",
                                 body={"username": "admin", "password": ADMIN_PASSWORD})  # fmt: skip
             assert admin.status == 200, admin.body

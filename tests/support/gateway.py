@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,18 @@ from protocols.link import (
     to_ranges,
 )
 
-__all__ = ["AMR", "GW", "HeadEnd", "contiguous", "first_arrivals", "start", "stop", "wait_for"]
+__all__ = [
+    "AMR",
+    "GW",
+    "HeadEnd",
+    "add_admin",
+    "contiguous",
+    "first_arrivals",
+    "start",
+    "start_headend",
+    "stop",
+    "wait_for",
+]
 
 AMR = Path(sys.executable).with_name("amr")
 GW = "gw-test"
@@ -96,9 +108,14 @@ def wait_for(
         time.sleep(0.05)
 
 
-def start(args: list[str], ready: str, lines: list[str]) -> subprocess.Popen[str]:
+def start(args: list[str], ready: str, lines: list[str],
+          prefix: Sequence[str] = ()) -> subprocess.Popen[str]:  # fmt: skip
+    """``amr *args``, once it has printed ``ready``; its output goes on into ``lines``.
+
+    ``prefix`` runs it under a wrapper that execs it (``env``, ``ip netns exec``), so that the
+    process is still the one a signal reaches."""
     process = subprocess.Popen(
-        [str(AMR), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [*prefix, str(AMR), *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 30
@@ -115,6 +132,24 @@ def start(args: list[str], ready: str, lines: list[str]) -> subprocess.Popen[str
 
     threading.Thread(target=drain, daemon=True).start()
     return process
+
+
+def add_admin(config: Path, lines: list[str] | None = None) -> None:
+    """``amr user add`` of the administrator ``admin``, its password from $AMR_TEST_PASSWORD."""
+    added = start(["user", "add", "--config", str(config), "--username", "admin", "--role",
+                   "admin", "--password-env", "AMR_TEST_PASSWORD"], "created",
+                  [] if lines is None else lines)  # fmt: skip
+    assert added.wait(timeout=60) == 0
+    stop(added)
+
+
+def start_headend(config: Path, lines: list[str],
+                  *options: str) -> tuple[subprocess.Popen[str], str]:  # fmt: skip
+    """``amr headend``, started; and the base URL of its API, as it printed it."""
+    process = start(["headend", "--config", str(config), *options], "amr headend:", lines)
+    port = re.search(r"API on http://127\.0\.0\.1:(\d+)/", "".join(lines))
+    assert port, "".join(lines)
+    return process, f"http://127.0.0.1:{port.group(1)}"
 
 
 def stop(process: subprocess.Popen[str]) -> None:
