@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.link import ReadingBatch, Topic, decode_message
 from tests.support.api import Api, ApiFailure
-from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, start_sim, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -146,15 +146,11 @@ def system(request: pytest.FixtureRequest,
                             "base_load_w": 20000, "peak_load_w": 50000}},
             ],
         }  # fmt: skip
-        (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
         sim_lines: list[str] = []
-        processes.append(start(["sim", "--config", str(folder / "sim.yaml")], "Ctrl-C", sim_lines))
-        text = "".join(sim_lines)
-        ports = [int(p) for p in re.findall(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)]
-        control = re.search(r"control API: (http://\S+)/meters", text)
-        assert control and len(ports) == 2, text
-        with urllib.request.urlopen(f"{control.group(1)}/meters", timeout=5) as reply:
-            listed = json.load(reply)
+        sim = start_sim(sim_config, folder, sim_lines)
+        processes.append(sim.process)
+        ports, listed = sim.tcp_ports, sim.meters
+        assert len(ports) == 2, "".join(sim_lines)
         meters = {"low": next(m["drn"] for m in listed if m["bus"] == "tcp2")}
         meters.update({f"m{i}": m["drn"] for i, m in enumerate(
             sorted((m for m in listed if m["bus"] == "tcp1"), key=lambda m: m["drn"]))})  # fmt: skip
@@ -170,7 +166,7 @@ def system(request: pytest.FixtureRequest,
         path = folder / "headend.yaml"
         path.write_text(yaml.safe_dump(headend_config))
         add_admin(path)
-        system = System(folder, broker, db_url, Api(""), control.group(1), meters, None, path,
+        system = System(folder, broker, db_url, Api(""), sim.control, meters, None, path,
                         wire, processes)  # fmt: skip
         headend, api = system.start_headend()
         processes.append(headend)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import threading
@@ -39,7 +38,7 @@ from paho.mqtt.properties import Properties
 
 from protocols.link import ReadingBatch, Topic, decode_message
 from tests.support.api import Api
-from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, start_sim, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.postgres import Postgres
 
@@ -260,16 +259,11 @@ def build(
                         "base_load_w": 0, "peak_load_w": 0}},
         ],
     }  # fmt: skip
-    (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
     sim_lines: list[str] = []
-    sim = start(["sim", "--config", str(folder / "sim.yaml")], "Ctrl-C", sim_lines)
-    text = "".join(sim_lines)
-    ports = [int(p) for p in re.findall(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)]
-    control = re.search(r"control API: (http://\S+)/meters", text)
-    assert control and len(ports) == 2, text
-    with urllib.request.urlopen(f"{control.group(1)}/meters", timeout=5) as reply:
-        listed = json.load(reply)
-    meters = {"still": next(m["drn"] for m in listed if m["bus"] == "still")}
+    sim = start_sim(sim_config, folder, sim_lines)
+    ports = sim.tcp_ports
+    assert len(ports) == 2, "".join(sim_lines)
+    meters = {"still": next(m["drn"] for m in sim.meters if m["bus"] == "still")}
     headend_config = {
         "node_id": "headend-1",
         "database": {"url": db_url},
@@ -300,8 +294,8 @@ def build(
     }  # fmt: skip
     gateway_path = folder / "gw.yaml"
     gateway_path.write_text(yaml.safe_dump(gateway_config))
-    system = FaultSystem(folder, broker, postgres, db_url, control.group(1), meters, gateway_path,
-                         headend_path, wire, sniffer, others=[sim])  # fmt: skip
+    system = FaultSystem(folder, broker, postgres, db_url, sim.control, meters, gateway_path,
+                         headend_path, wire, sniffer, others=[sim.process])  # fmt: skip
     system.logs["sim"] = sim_lines
     try:
         system.start_headend()

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.link import Command, CommandType, sign_command
-from tests.support.gateway import GW, HeadEnd, start, stop, wait_for
+from tests.support.gateway import GW, HeadEnd, start, start_sim, stop, wait_for
 from tests.support.mosquitto import Mosquitto
 
 pytestmark = pytest.mark.integration
@@ -90,17 +90,12 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         "buses": [{"name": "tcp1", "type": "modbus-tcp", "host": "127.0.0.1", "port": 0,
                    "meters": {"count": 3, "first_serial": 6101, "initial_credit_kwh": 30}}],
     }  # fmt: skip
-    (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
-    sim_lines: list[str] = []
-    processes = [start(["sim", "--config", str(folder / "sim.yaml")], "Ctrl-C", sim_lines)]
+    sim = start_sim(sim_config, folder, [])
+    processes = [sim.process]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="headend-auth",
                          protocol=mqtt.MQTTv5)  # fmt: skip
     try:
-        text = "".join(sim_lines)
-        port = re.search(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)
-        control = re.search(r"control API: (http://\S+)/meters", text)
-        assert port and control, text
-        drns = {str(m["address"]): m["drn"] for m in _get_json(f"{control.group(1)}/meters")}
+        drns = {str(m["address"]): m["drn"] for m in sim.meters}
         key = Ed25519PrivateKey.generate()
         public = key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)  # fmt: skip
@@ -114,7 +109,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
             "batch": {"max_readings": 10, "max_delay_s": 1},
             "status_http": 0,
             "buses": [{"name": "tcp1", "type": "modbus-tcp", "host": "127.0.0.1",
-                       "port": int(port.group(1)), "timeout_ms": 500,
+                       "port": sim.tcp_ports[0], "timeout_ms": 500,
                        "meters": [{"address": 1}, {"address": 2}, {"address": 3}]}],
         }  # fmt: skip
         (folder / "gw.yaml").write_text(yaml.safe_dump(gw_config))
@@ -128,7 +123,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
                                gw_lines))  # fmt: skip
         status = re.search(r"status page: (http://\S+)/ ", "".join(gw_lines))
         assert status, "".join(gw_lines)
-        gateway = Gateway(headend, key, control.group(1), status.group(1), drns["1"], drns["2"],
+        gateway = Gateway(headend, key, sim.control, status.group(1), drns["1"], drns["2"],
                           drns["3"], gw_lines)  # fmt: skip
         # the gateway knows its meters (it confirmed each one's identity) before commands come
         wait_for(lambda: {r.meter for b in headend.readings for r in b.readings} >= set(

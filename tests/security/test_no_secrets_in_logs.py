@@ -14,10 +14,7 @@ decoder key, both passwords, the API key, the session token, the command-signing
 from __future__ import annotations
 
 import base64
-import json
-import re
 import secrets
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +36,7 @@ from protocols.sts import (
 from protocols.sts.number import split_number
 from tests.support.api import Api, ApiFailure
 from tests.support.debian import ensure_commands
-from tests.support.gateway import add_admin, start, start_headend, stop, wait_for
+from tests.support.gateway import add_admin, start, start_headend, start_sim, stop, wait_for
 from tests.support.mosquitto import free_port, spawn_mosquitto
 
 pytestmark = pytest.mark.integration
@@ -96,17 +93,11 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                            "meters": {"count": 2, "first_serial": 8101,
                                       "initial_credit_kwh": 20}}],
             }  # fmt: skip
-            (folder / "sim.yaml").write_text(yaml.safe_dump(sim_config))
             sim_lines: list[str] = []
             outputs["amr sim"] = sim_lines
-            processes.append(start(["sim", "--config", str(folder / "sim.yaml"), "--log-level",
-                                    "debug"], "Ctrl-C", sim_lines))  # fmt: skip
-            text = "".join(sim_lines)
-            bus = re.search(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)
-            control = re.search(r"control API: (http://\S+)/meters", text)
-            assert bus and control, text
-            with urllib.request.urlopen(f"{control.group(1)}/meters", timeout=5) as reply:
-                drns = sorted(m["drn"] for m in json.load(reply))
+            sim = start_sim(sim_config, folder, sim_lines, "--log-level", "debug")
+            processes.append(sim.process)
+            drns = sorted(m["drn"] for m in sim.meters)
             config = {
                 "database": {"url": f"sqlite:///{folder}/headend.db"},
                 "mqtt": {"host": "127.0.0.1", "port": port, "keepalive_s": 10},
@@ -132,7 +123,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
                                 "energy": {"interval_s": 5}},
                 "batch": {"max_readings": 4, "max_delay_s": 1},
                 "buses": [{"name": "tcp1", "type": "modbus-tcp", "host": "127.0.0.1",
-                           "port": int(bus.group(1)), "timeout_ms": 500,
+                           "port": sim.tcp_ports[0], "timeout_ms": 500,
                            "meters": [{"address": 1}, {"address": 2}]}],
             }  # fmt: skip
             (folder / "gw.yaml").write_text(yaml.safe_dump(gw_config))

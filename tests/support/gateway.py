@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import yaml
 
 from protocols.link import (
     Ack,
@@ -132,6 +135,29 @@ def start(args: list[str], ready: str, lines: list[str],
 
     threading.Thread(target=drain, daemon=True).start()
     return process
+
+
+@dataclass
+class Sim:
+    """A running ``amr sim``: its Modbus TCP ports (in bus order), control API and meters."""
+
+    process: subprocess.Popen[str]
+    tcp_ports: list[int]
+    control: str  # http://127.0.0.1:port
+    meters: list[dict[str, Any]]  # as GET /meters lists them (drn, bus, address, ...)
+
+
+def start_sim(config: dict[str, Any], folder: Path, lines: list[str], *options: str) -> Sim:
+    """Write ``config`` to ``folder/sim.yaml`` and start ``amr sim`` on it (control API on)."""
+    (folder / "sim.yaml").write_text(yaml.safe_dump(config))
+    process = start(["sim", "--config", str(folder / "sim.yaml"), *options], "Ctrl-C", lines)
+    text = "".join(lines)
+    ports = [int(p) for p in re.findall(r"modbus-tcp 127\.0\.0\.1:(\d+)", text)]
+    control = re.search(r"control API: (http://\S+)/meters", text)
+    assert control, text
+    with urllib.request.urlopen(f"{control.group(1)}/meters", timeout=5) as reply:
+        meters: list[dict[str, Any]] = json.load(reply)
+    return Sim(process, ports, control.group(1), meters)
 
 
 def add_admin(config: Path, lines: list[str] | None = None) -> None:
