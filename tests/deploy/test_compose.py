@@ -296,8 +296,7 @@ def test_the_entry_point_passes_the_password_file_to_amr(tmp_path: Path) -> None
 
 
 def test_make_secrets_makes_what_the_configs_read(tmp_path: Path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    ensure_commands("openssl")  # make-secrets.sh makes the keys with it
     shutil.copy(COMPOSE_DIR / "make-secrets.sh", tmp_path / "make-secrets.sh")
     made = subprocess.run(["sh", str(tmp_path / "make-secrets.sh")], capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
